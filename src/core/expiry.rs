@@ -1,0 +1,117 @@
+//! Active expiry: the deadline index and the tick policy.
+//!
+//! The index is an ordered set of `(deadline, namespace, key)`, so finding what is due costs
+//! O(log n) and removing `k` expired keys costs O(k · log n) — never a scan of all keys. The tick
+//! policy turns the next deadline into "when should the shell call again", clamped to
+//! `[min_interval, max_interval]`. This module never reads a clock: `now` is always passed in.
+
+use alloc::{boxed::Box, collections::BTreeSet};
+
+use super::NsId;
+
+/// The ordered (deadline, namespace, key) index.
+#[derive(Default)]
+pub(crate) struct DeadlineIndex {
+    set: BTreeSet<(u64, NsId, Box<str>)>,
+}
+
+impl DeadlineIndex {
+    pub fn insert(&mut self, deadline: u64, ns: NsId, key: &str) {
+        self.set.insert((deadline, ns, key.into()));
+    }
+
+    pub fn remove(&mut self, deadline: u64, ns: NsId, key: &str) {
+        self.set.remove(&(deadline, ns, Box::<str>::from(key)));
+    }
+
+    /// The earliest deadline, if any key has a TTL.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.set.first().map(|(d, _, _)| *d)
+    }
+
+    /// Removes and returns the earliest entry if its deadline is at or before `now`.
+    pub fn pop_due(&mut self, now: u64) -> Option<(u64, NsId, Box<str>)> {
+        match self.set.first() {
+            Some((deadline, _, _)) if *deadline <= now => self.set.pop_first(),
+            _ => None,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+}
+
+/// What one call to [`Engine::sweep`](super::Engine::sweep) did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// How many keys this sweep removed.
+    pub expired: usize,
+    /// True when the budget ran out while more keys were already due.
+    pub more_due: bool,
+    /// The earliest deadline still in the index, if any.
+    pub next_deadline: Option<u64>,
+}
+
+/// Decides when the shell should tick next, from the state after the last sweep.
+pub(crate) fn next_tick_delay(
+    now: u64,
+    more_due: bool,
+    next_deadline: Option<u64>,
+    next_flush_at: Option<u64>,
+    min_interval: u64,
+    max_interval: u64,
+) -> u64 {
+    if more_due {
+        return min_interval;
+    }
+    let wanted = [next_deadline, next_flush_at]
+        .into_iter()
+        .flatten()
+        .map(|at| at.saturating_sub(now))
+        .min()
+        .unwrap_or(max_interval);
+    wanted.clamp(min_interval, max_interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_is_min_interval_while_sweeps_hit_their_budget() {
+        assert_eq!(next_tick_delay(0, true, Some(5_000), None, 10, 1_000), 10);
+    }
+
+    #[test]
+    fn tick_follows_the_next_deadline_within_bounds() {
+        assert_eq!(next_tick_delay(1_000, false, Some(1_250), None, 10, 1_000), 250);
+        assert_eq!(next_tick_delay(1_000, false, Some(1_001), None, 10, 1_000), 10);
+        assert_eq!(next_tick_delay(1_000, false, Some(90_000), None, 10, 1_000), 1_000);
+    }
+
+    #[test]
+    fn tick_waits_the_max_interval_when_nothing_is_due() {
+        assert_eq!(next_tick_delay(1_000, false, None, None, 10, 1_000), 1_000);
+    }
+
+    #[test]
+    fn tick_comes_in_time_for_a_due_flush() {
+        assert_eq!(next_tick_delay(1_000, false, Some(1_900), Some(1_300), 10, 1_000), 300);
+    }
+
+    #[test]
+    fn pop_due_takes_only_what_is_due_in_deadline_order() {
+        let mut idx = DeadlineIndex::default();
+        idx.insert(30, 0, "c");
+        idx.insert(10, 0, "a");
+        idx.insert(20, 1, "b");
+        assert_eq!(idx.pop_due(20).map(|e| e.2), Some("a".into()));
+        assert_eq!(idx.pop_due(20).map(|e| e.2), Some("b".into()));
+        assert_eq!(idx.pop_due(20), None);
+        assert_eq!(idx.next_deadline(), Some(30));
+        idx.remove(30, 0, "c");
+        assert_eq!(idx.len(), 0);
+    }
+}

@@ -1,0 +1,701 @@
+//! The engine: a pure state machine that owns what tidekv *means*.
+//!
+//! It holds the keyspace, TTL deadlines, tags, the write buffer and the stats, and it answers
+//! every read and queues every write. It never performs I/O, never reads a clock (every call that
+//! depends on time takes `now`, in ms since the Unix epoch), never spawns a thread and needs no
+//! `std` — `core` + `alloc` only. The shells (native, wasm) wrap it with locks, clocks, timers and
+//! backends; data flows one way: call → engine → [`Batch`] → backend → [`Engine::ack`].
+
+pub mod buffer;
+pub mod expiry;
+pub mod keyspace;
+pub mod record;
+pub mod stats;
+mod tags;
+
+use alloc::{string::String, vec::Vec};
+use bytes::Bytes;
+use hashbrown::HashMap;
+
+pub use buffer::Batch;
+use buffer::{Buffer, InFlight};
+pub use expiry::SweepReport;
+use expiry::{next_tick_delay, DeadlineIndex};
+use keyspace::Entry;
+pub use keyspace::{Kind, Metadata};
+use keyspace::Space;
+pub use record::{DecodeError, PutRecord, Record};
+pub use stats::Stats;
+
+use crate::{Error, Result, MAX_KEY_LEN};
+
+/// Identifies a namespace inside one engine; `0` is the default namespace `""`.
+pub type NsId = u32;
+
+/// The engine's tunables. Every field has a documented default; [`Config::validate`] checks them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Pending bytes at which a flush becomes due. Default 1 MiB. It is a trigger, not a cap:
+    /// while a backend fails, writes keep being accepted and stay buffered.
+    pub buffer_size: usize,
+    /// A flush is due once the oldest pending change is this old, in ms. Default 1,000.
+    pub flush_interval_ms: u64,
+    /// Largest value accepted, in bytes. Default 512 MiB; at most `u32::MAX`.
+    pub max_value_size: u64,
+    /// Shortest delay between ticks the engine asks for, in ms. Default 10.
+    pub min_tick_ms: u64,
+    /// Longest delay between ticks the engine asks for, in ms. Default 1,000.
+    pub max_tick_ms: u64,
+    /// Most keys one sweep removes before it yields. Default 1,000.
+    pub sweep_budget: usize,
+    /// Compress persisted values of at least `compression_threshold` bytes. Default off.
+    pub compression: bool,
+    /// Smallest value that is compressed when `compression` is on, in bytes. Default 1,024.
+    pub compression_threshold: usize,
+    /// Queue expired keys for [`Engine::take_expired`]. Default off (shells turn it on when a
+    /// user registers an expiry callback).
+    pub track_expired: bool,
+}
+
+/// The default limit on a value's size: 512 MiB.
+pub const DEFAULT_MAX_VALUE_SIZE: u64 = 512 * 1024 * 1024;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            buffer_size: 1024 * 1024,
+            flush_interval_ms: 1_000,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            min_tick_ms: 10,
+            max_tick_ms: 1_000,
+            sweep_budget: 1_000,
+            compression: false,
+            compression_threshold: 1_024,
+            track_expired: false,
+        }
+    }
+}
+
+impl Config {
+    /// Checks every field's range; the error names the option.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |option: &str, reason: &str| {
+            Err(Error::InvalidOption { option: option.into(), reason: reason.into() })
+        };
+        if self.buffer_size == 0 {
+            return bad("buffer_size", "must be at least 1 byte");
+        }
+        if self.flush_interval_ms == 0 {
+            return bad("flush_interval", "must be at least 1 ms");
+        }
+        if self.max_value_size == 0 || self.max_value_size > u32::MAX as u64 {
+            return bad("max_value_size", "must be between 1 byte and 4 GiB - 1");
+        }
+        if self.min_tick_ms == 0 || self.min_tick_ms > self.max_tick_ms {
+            return bad("min_tick", "must be at least 1 ms and not above max_tick");
+        }
+        if self.sweep_budget == 0 {
+            return bad("sweep_budget", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Checks a key: UTF-8 (guaranteed by `&str`), 1..=[`MAX_KEY_LEN`] bytes.
+pub fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidKey("a key must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(Error::InvalidKey(alloc::format!(
+            "a key is at most {MAX_KEY_LEN} bytes, this one has {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a namespace or tag name: the key rules, with `""` allowed for the default namespace.
+fn validate_name(what: &str, name: &str, empty_ok: bool) -> Result<()> {
+    if name.is_empty() && empty_ok {
+        return Ok(());
+    }
+    validate_key(name).map_err(|e| Error::InvalidName {
+        name: name.into(),
+        reason: match e {
+            Error::InvalidKey(reason) => reason.replace("a key", what),
+            other => alloc::format!("{other}"),
+        },
+    })
+}
+
+/// Turns a TTL in ms into an absolute deadline.
+fn deadline(now: u64, ttl_ms: u64) -> Result<u64> {
+    if ttl_ms == 0 {
+        return Err(Error::InvalidTtl("a TTL must be at least 1 ms".into()));
+    }
+    now.checked_add(ttl_ms)
+        .ok_or_else(|| Error::InvalidTtl("the TTL is too large: its deadline overflows".into()))
+}
+
+/// The engine. See the module docs.
+pub struct Engine {
+    config: Config,
+    spaces: Vec<Space>,
+    space_ids: HashMap<String, NsId>,
+    deadlines: DeadlineIndex,
+    buffer: Buffer,
+    stats: Stats,
+    last_sweep_more_due: bool,
+    expired_events: Vec<(String, String)>,
+}
+
+impl Engine {
+    /// A new, empty engine. Fails only if `config` does not validate.
+    pub fn new(config: Config) -> Result<Engine> {
+        config.validate()?;
+        let mut engine = Engine {
+            spaces: Vec::new(),
+            space_ids: HashMap::new(),
+            deadlines: DeadlineIndex::default(),
+            buffer: Buffer::default(),
+            stats: Stats { buffer_size: config.buffer_size as u64, ..Stats::default() },
+            config,
+            last_sweep_more_due: false,
+            expired_events: Vec::new(),
+        };
+        engine.namespace("")?;
+        Ok(engine)
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The id of namespace `name`, creating it if needed. `""` is the default namespace (id 0);
+    /// other names follow the key rules.
+    pub fn namespace(&mut self, name: &str) -> Result<NsId> {
+        if let Some(id) = self.space_ids.get(name) {
+            return Ok(*id);
+        }
+        validate_name("a namespace name", name, true)?;
+        let id = self.spaces.len() as NsId;
+        self.spaces.push(Space::new(name));
+        self.space_ids.insert(name.into(), id);
+        Ok(id)
+    }
+
+    /// The name of namespace `ns`.
+    pub fn namespace_name(&self, ns: NsId) -> &str {
+        &self.spaces[ns as usize].name
+    }
+
+    fn space(&mut self, ns: NsId) -> &mut Space {
+        &mut self.spaces[ns as usize]
+    }
+
+    /// Stores `value` under `key`, replacing the whole entry — value, TTL and tags — like Redis
+    /// `SET`. A live key keeps its `created_at`. `ttl_ms` of `None` means no expiry.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set<S: AsRef<str>>(
+        &mut self,
+        ns: NsId,
+        key: &str,
+        value: Bytes,
+        kind: Kind,
+        ttl_ms: Option<u64>,
+        tags: &[S],
+        now: u64,
+    ) -> Result<()> {
+        validate_key(key)?;
+        if value.len() as u64 > self.config.max_value_size {
+            return Err(Error::ValueTooLarge {
+                size: value.len() as u64,
+                max: self.config.max_value_size,
+            });
+        }
+        let expires_at = ttl_ms.map(|ttl| deadline(now, ttl)).transpose()?;
+        let mut tag_list: Vec<&str> = Vec::with_capacity(tags.len());
+        for tag in tags {
+            validate_name("a tag", tag.as_ref(), false)?;
+            tag_list.push(tag.as_ref());
+        }
+        tag_list.sort_unstable();
+        tag_list.dedup();
+
+        self.expire_if_due(ns, key, now);
+        let old = self.remove_entry(ns, key);
+        let compressed =
+            self.config.compression && value.len() >= self.config.compression_threshold;
+        let entry = Entry {
+            value,
+            created_at: old.as_ref().map_or(now, |e| e.created_at),
+            updated_at: now,
+            expires_at,
+            tags: tag_list.into_iter().map(Into::into).collect(),
+            kind,
+            compressed,
+        };
+        self.insert_entry(ns, key, entry);
+        self.mark(ns, key, now);
+        self.stats.sets += 1;
+        Ok(())
+    }
+
+    /// The value and kind under `key`, if it is live. Counts a hit or a miss.
+    pub fn get(&mut self, ns: NsId, key: &str, now: u64) -> Result<Option<(Bytes, Kind)>> {
+        Ok(self.read(ns, key, now)?.map(|e| (e.value.clone(), e.kind)))
+    }
+
+    /// The value and metadata under `key`, if it is live. Counts a hit or a miss.
+    pub fn get_with_metadata(
+        &mut self,
+        ns: NsId,
+        key: &str,
+        now: u64,
+    ) -> Result<Option<(Bytes, Metadata)>> {
+        Ok(self.read(ns, key, now)?.map(|e| (e.value.clone(), e.metadata())))
+    }
+
+    fn read(&mut self, ns: NsId, key: &str, now: u64) -> Result<Option<&Entry>> {
+        validate_key(key)?;
+        self.stats.gets += 1;
+        self.expire_if_due(ns, key, now);
+        let found = self.spaces[ns as usize].map.get(key);
+        if found.is_some() {
+            self.stats.hits += 1;
+        } else {
+            self.stats.misses += 1;
+        }
+        Ok(found)
+    }
+
+    /// Whether `key` is live.
+    pub fn contains(&mut self, ns: NsId, key: &str, now: u64) -> Result<bool> {
+        validate_key(key)?;
+        self.expire_if_due(ns, key, now);
+        Ok(self.spaces[ns as usize].map.contains_key(key))
+    }
+
+    /// Removes `key`; true if it was live.
+    pub fn delete(&mut self, ns: NsId, key: &str, now: u64) -> Result<bool> {
+        validate_key(key)?;
+        self.expire_if_due(ns, key, now);
+        if self.remove_entry(ns, key).is_none() {
+            return Ok(false);
+        }
+        self.mark(ns, key, now);
+        self.stats.deletes += 1;
+        Ok(true)
+    }
+
+    /// Time left before `key` expires, in ms; `None` if the key is not live or has no TTL.
+    pub fn ttl(&mut self, ns: NsId, key: &str, now: u64) -> Result<Option<u64>> {
+        validate_key(key)?;
+        self.expire_if_due(ns, key, now);
+        Ok(self.spaces[ns as usize]
+            .map
+            .get(key)
+            .and_then(|e| e.expires_at)
+            .map(|d| d - now))
+    }
+
+    /// Gives a live `key` a TTL of `ttl_ms`, keeping its value and tags; true if the key was live.
+    pub fn expire(&mut self, ns: NsId, key: &str, ttl_ms: u64, now: u64) -> Result<bool> {
+        validate_key(key)?;
+        let new_deadline = deadline(now, ttl_ms)?;
+        self.set_deadline(ns, key, Some(new_deadline), now)
+            .map(|changed| {
+                if changed.is_some() {
+                    self.stats.expires += 1;
+                }
+                changed.is_some()
+            })
+    }
+
+    /// Removes the TTL of a live `key`; true if the key was live (with or without a TTL).
+    pub fn persist(&mut self, ns: NsId, key: &str, now: u64) -> Result<bool> {
+        validate_key(key)?;
+        self.set_deadline(ns, key, None, now).map(|old| match old {
+            Some(Some(_)) => {
+                self.stats.persists += 1;
+                true
+            }
+            Some(None) => true,
+            None => false,
+        })
+    }
+
+    /// Changes the deadline of a live key. Returns `None` if the key is not live, else the old
+    /// deadline. Marks the key pending only if the deadline changed.
+    fn set_deadline(
+        &mut self,
+        ns: NsId,
+        key: &str,
+        new: Option<u64>,
+        now: u64,
+    ) -> Result<Option<Option<u64>>> {
+        self.expire_if_due(ns, key, now);
+        let Some(entry) = self.spaces[ns as usize].map.get_mut(key) else {
+            return Ok(None);
+        };
+        let old = entry.expires_at;
+        if old == new {
+            return Ok(Some(old));
+        }
+        entry.expires_at = new;
+        entry.updated_at = now;
+        if let Some(d) = old {
+            self.deadlines.remove(d, ns, key);
+        }
+        if let Some(d) = new {
+            self.deadlines.insert(d, ns, key);
+        }
+        self.mark(ns, key, now);
+        Ok(Some(old))
+    }
+
+    /// Live keys starting with `prefix`, sorted; `""` lists all.
+    pub fn keys(&self, ns: NsId, prefix: &str, now: u64) -> Vec<String> {
+        let mut keys: Vec<String> = self.spaces[ns as usize]
+            .map
+            .iter()
+            .filter(|(k, e)| k.starts_with(prefix) && e.is_live(now))
+            .map(|(k, _)| String::from(&**k))
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Live keys that carry every tag in `tags`, sorted. No tags match nothing.
+    pub fn query_by_tags<S: AsRef<str>>(&self, ns: NsId, tags: &[S], now: u64) -> Vec<String> {
+        let tags: Vec<&str> = tags.iter().map(AsRef::as_ref).collect();
+        let space = &self.spaces[ns as usize];
+        space
+            .tags
+            .query(&tags)
+            .into_iter()
+            .filter(|k| space.map.get(*k).is_some_and(|e| e.is_live(now)))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Every tag carried by a live key, with how many live keys carry it, sorted by tag.
+    pub fn list_tags(&self, ns: NsId, now: u64) -> Vec<(String, usize)> {
+        let space = &self.spaces[ns as usize];
+        space
+            .tags
+            .iter()
+            .map(|(tag, keys)| {
+                let live = keys
+                    .iter()
+                    .filter(|k| space.map.get(&***k).is_some_and(|e| e.is_live(now)))
+                    .count();
+                (String::from(tag), live)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// Removes up to `budget` keys whose deadline is at or before `now`, earliest first. Costs
+    /// O(removed · log n), independent of how many keys are live.
+    pub fn sweep(&mut self, now: u64, budget: usize) -> SweepReport {
+        let mut expired = 0;
+        while expired < budget {
+            let Some((_, ns, key)) = self.deadlines.pop_due(now) else {
+                break;
+            };
+            let removed = self.spaces[ns as usize].map.remove(&key);
+            if let Some(entry) = removed {
+                self.forget_entry(ns, &key, &entry);
+                self.after_expiry(ns, &key);
+                self.stats.expired_active += 1;
+                expired += 1;
+            }
+        }
+        self.stats.sweeps += 1;
+        self.stats.expired = self.stats.expired_lazy + self.stats.expired_active;
+        let next_deadline = self.deadlines.next_deadline();
+        self.last_sweep_more_due = next_deadline.is_some_and(|d| d <= now);
+        SweepReport { expired, more_due: self.last_sweep_more_due, next_deadline }
+    }
+
+    /// How long the shell should wait before its next tick (sweep and flush check), in ms:
+    /// the next deadline or due flush, clamped to `[min_tick_ms, max_tick_ms]`, and the minimum
+    /// while the last sweep ran out of budget.
+    pub fn next_tick_ms(&mut self, now: u64) -> u64 {
+        let next_flush_at = self.buffer.oldest_at.map(|t| t + self.config.flush_interval_ms);
+        let delay = next_tick_delay(
+            now,
+            self.last_sweep_more_due,
+            self.deadlines.next_deadline(),
+            next_flush_at,
+            self.config.min_tick_ms,
+            self.config.max_tick_ms,
+        );
+        self.stats.tick_interval_ms = delay;
+        delay
+    }
+
+    /// Whether the shell should flush now: the buffer reached `buffer_size`, or the oldest
+    /// pending change is `flush_interval_ms` old. Never true while a batch is in flight.
+    pub fn flush_due(&self, now: u64) -> bool {
+        if self.buffer.in_flight.is_some() || self.buffer.pending_keys == 0 {
+            return false;
+        }
+        self.buffer.pending_bytes >= self.config.buffer_size
+            || self
+                .buffer
+                .oldest_at
+                .is_some_and(|t| now.saturating_sub(t) >= self.config.flush_interval_ms)
+    }
+
+    /// Whether anything is pending or in flight.
+    pub fn has_unflushed(&self) -> bool {
+        self.buffer.pending_keys > 0 || self.buffer.in_flight.is_some()
+    }
+
+    /// Takes every pending change as one batch, in change order. Returns `None` when nothing is
+    /// pending or a batch is already in flight (one at a time, so batches land in order).
+    pub fn take_batch(&mut self) -> Option<Batch> {
+        if self.buffer.in_flight.is_some() || self.buffer.pending_keys == 0 {
+            return None;
+        }
+        let mut keys = Vec::with_capacity(self.buffer.pending_keys);
+        for (ns, space) in self.spaces.iter_mut().enumerate() {
+            for (key, dirty) in space.pending.dirty.drain() {
+                keys.push((ns as NsId, key, dirty.seq));
+            }
+        }
+        keys.sort_unstable_by_key(|(_, _, seq)| *seq);
+        let records: Vec<Record> = keys.iter().map(|(ns, key, _)| self.state(*ns, key)).collect();
+        let bytes = self.buffer.pending_bytes;
+        debug_assert_eq!(bytes, records.iter().map(Record::size).sum::<usize>());
+        self.buffer.next_batch_id += 1;
+        let id = self.buffer.next_batch_id;
+        self.buffer.in_flight = Some(InFlight {
+            id,
+            keys,
+            bytes,
+            oldest_at: self.buffer.oldest_at.take().unwrap_or(0),
+        });
+        self.buffer.pending_bytes = 0;
+        self.buffer.pending_keys = 0;
+        Some(Batch { id, records, bytes })
+    }
+
+    /// The backend confirmed batch `id`: its bytes leave the buffer. False if `id` is not the
+    /// batch in flight (nothing changes then).
+    pub fn ack(&mut self, id: u64) -> bool {
+        match self.buffer.in_flight.take_if(|f| f.id == id) {
+            Some(flight) => {
+                self.stats.flushes += 1;
+                self.stats.records_flushed += flight.keys.len() as u64;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The backend failed batch `id`: every key in it becomes pending again unless a newer change
+    /// already made it pending, so nothing is lost and nothing newer is overwritten. `error` is
+    /// kept in stats. False if `id` is not the batch in flight.
+    pub fn fail(&mut self, id: u64, error: &str) -> bool {
+        let Some(flight) = self.buffer.in_flight.take_if(|f| f.id == id) else {
+            return false;
+        };
+        for (ns, key, seq) in flight.keys {
+            let bytes = self.state_size(ns, &key);
+            let space = &mut self.spaces[ns as usize];
+            self.buffer.give_back(&mut space.pending, key, seq, bytes);
+        }
+        if self.buffer.pending_keys > 0 {
+            let oldest = self.buffer.oldest_at.map_or(flight.oldest_at, |t| t.min(flight.oldest_at));
+            self.buffer.oldest_at = Some(oldest);
+        }
+        self.stats.flush_failures += 1;
+        self.stats.last_error = Some(error.into());
+        true
+    }
+
+    /// Records an error a shell met outside a batch (for stats and `last_error`).
+    pub fn note_error(&mut self, error: &str) {
+        self.stats.last_error = Some(error.into());
+    }
+
+    /// The pending changes as the records the next batch would hold, in change order (for
+    /// inspection and tests; the batch in flight is not included).
+    pub fn pending_records(&self) -> Vec<Record> {
+        let mut keys: Vec<(u64, NsId, &str)> = Vec::new();
+        for (ns, space) in self.spaces.iter().enumerate() {
+            keys.extend(space.pending.dirty.iter().map(|(k, d)| (d.seq, ns as NsId, &**k)));
+        }
+        keys.sort_unstable();
+        keys.into_iter().map(|(_, ns, key)| self.state(ns, key)).collect()
+    }
+
+    /// Bytes of pending changes, not counting the batch in flight.
+    pub fn pending_bytes(&self) -> usize {
+        self.buffer.pending_bytes
+    }
+
+    /// Applies a record replayed from a backend at open. It does not become pending. A Put whose
+    /// deadline has passed removes the key (it shadows any older record of that key).
+    pub fn load(&mut self, record: Record, now: u64) -> Result<()> {
+        let ns = self.namespace(record.namespace())?;
+        match record {
+            Record::Put(p) => {
+                self.remove_entry(ns, &p.key);
+                if p.expires_at.is_none_or(|d| now < d) {
+                    let entry = Entry {
+                        value: p.value,
+                        created_at: p.created_at,
+                        updated_at: p.updated_at,
+                        expires_at: p.expires_at,
+                        tags: p.tags.into_iter().map(Into::into).collect(),
+                        kind: p.kind,
+                        compressed: p.compressed,
+                    };
+                    self.insert_entry(ns, &p.key, entry);
+                }
+            }
+            Record::Delete { key, .. } => {
+                self.remove_entry(ns, &key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every live entry as a Put record, namespaces in creation order and keys sorted: what a
+    /// compaction writes, or a dump prints.
+    pub fn snapshot(&self, now: u64) -> Vec<Record> {
+        let mut out = Vec::new();
+        for space in &self.spaces {
+            let mut keys: Vec<&str> =
+                space.map.iter().filter(|(_, e)| e.is_live(now)).map(|(k, _)| &**k).collect();
+            keys.sort_unstable();
+            for key in keys {
+                let entry = &space.map[key];
+                out.push(Record::Put(put_record(&space.name, key, entry)));
+            }
+        }
+        out
+    }
+
+    /// The (namespace, key) pairs expiry removed since the last call, when `track_expired` is on.
+    pub fn take_expired(&mut self) -> Vec<(String, String)> {
+        core::mem::take(&mut self.expired_events)
+    }
+
+    /// Turns expired-key tracking on or off (for expiry callbacks and events).
+    pub fn set_track_expired(&mut self, on: bool) {
+        self.config.track_expired = on;
+        if !on {
+            self.expired_events.clear();
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats.clone();
+        stats.keys = self.spaces.iter().map(|s| s.map.len() as u64).sum();
+        stats.buffer_bytes = self.buffer.total_bytes() as u64;
+        stats.buffer_utilization =
+            stats.buffer_bytes as f64 * 100.0 / self.config.buffer_size as f64;
+        stats.expired = stats.expired_lazy + stats.expired_active;
+        stats
+    }
+
+    // ---- internal bookkeeping -------------------------------------------------------------
+
+    /// Lazy expiry: removes `key` if its deadline has passed.
+    fn expire_if_due(&mut self, ns: NsId, key: &str, now: u64) {
+        let space = &mut self.spaces[ns as usize];
+        if space.map.get(key).is_some_and(|e| !e.is_live(now)) {
+            if let Some(entry) = space.map.remove(key) {
+                self.forget_entry(ns, key, &entry);
+                self.after_expiry(ns, key);
+                self.stats.expired_lazy += 1;
+            }
+        }
+    }
+
+    /// After expiry removed a key: a pending change of it becomes a Delete, and the event is
+    /// queued if asked for.
+    fn after_expiry(&mut self, ns: NsId, key: &str) {
+        let size = self.state_size(ns, key);
+        let space = &mut self.spaces[ns as usize];
+        self.buffer.resize(&mut space.pending, key, size);
+        if self.config.track_expired {
+            self.expired_events.push((String::from(&*space.name), String::from(key)));
+        }
+    }
+
+    fn insert_entry(&mut self, ns: NsId, key: &str, entry: Entry) {
+        if let Some(d) = entry.expires_at {
+            self.deadlines.insert(d, ns, key);
+        }
+        self.stats.value_bytes += entry.value.len() as u64;
+        let space = self.space(ns);
+        space.tags.add(key, &entry.tags);
+        space.map.insert(key.into(), entry);
+    }
+
+    fn remove_entry(&mut self, ns: NsId, key: &str) -> Option<Entry> {
+        let entry = self.space(ns).map.remove(key)?;
+        self.forget_entry(ns, key, &entry);
+        Some(entry)
+    }
+
+    /// Drops an entry that left the map from the indexes and counters.
+    fn forget_entry(&mut self, ns: NsId, key: &str, entry: &Entry) {
+        if let Some(d) = entry.expires_at {
+            self.deadlines.remove(d, ns, key);
+        }
+        self.stats.value_bytes -= entry.value.len() as u64;
+        self.space(ns).tags.remove(key, &entry.tags);
+    }
+
+    fn mark(&mut self, ns: NsId, key: &str, now: u64) {
+        let size = self.state_size(ns, key);
+        let space = &mut self.spaces[ns as usize];
+        self.buffer.mark(&mut space.pending, key, size, now);
+    }
+
+    /// The record that describes `key` now: a Put if it is held, else a Delete.
+    fn state(&self, ns: NsId, key: &str) -> Record {
+        let space = &self.spaces[ns as usize];
+        match space.map.get(key) {
+            Some(entry) => Record::Put(put_record(&space.name, key, entry)),
+            None => Record::Delete { namespace: String::from(&*space.name), key: String::from(key) },
+        }
+    }
+
+    fn state_size(&self, ns: NsId, key: &str) -> usize {
+        let space = &self.spaces[ns as usize];
+        match space.map.get(key) {
+            Some(e) => record::put_size(
+                space.name.len(),
+                key.len(),
+                e.tags.iter().map(|t| t.len()),
+                e.value.len(),
+            ),
+            None => record::delete_size(space.name.len(), key.len()),
+        }
+    }
+}
+
+fn put_record(namespace: &str, key: &str, entry: &Entry) -> PutRecord {
+    PutRecord {
+        namespace: namespace.into(),
+        key: key.into(),
+        value: entry.value.clone(),
+        kind: entry.kind,
+        created_at: entry.created_at,
+        updated_at: entry.updated_at,
+        expires_at: entry.expires_at,
+        tags: entry.tags.iter().map(|t| String::from(&**t)).collect(),
+        compressed: entry.compressed,
+    }
+}

@@ -1,0 +1,19 @@
+//! The memory backend: accepts every batch and keeps nothing, for `Store::memory`.
+
+use super::Backend;
+use crate::{Batch, Record, Result};
+
+/// A backend that confirms every batch at once and stores nothing: the data lives only in the
+/// engine, and is gone when the store is dropped.
+#[derive(Debug, Default)]
+pub struct MemoryBackend;
+
+impl Backend for MemoryBackend {
+    fn load(&mut self, _visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+        Ok(())
+    }
+
+    fn write(&mut self, _batch: &Batch) -> Result<()> {
+        Ok(())
+    }
+}
