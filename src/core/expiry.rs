@@ -86,9 +86,18 @@ mod tests {
 
     #[test]
     fn tick_follows_the_next_deadline_within_bounds() {
-        assert_eq!(next_tick_delay(1_000, false, Some(1_250), None, 10, 1_000), 250);
-        assert_eq!(next_tick_delay(1_000, false, Some(1_001), None, 10, 1_000), 10);
-        assert_eq!(next_tick_delay(1_000, false, Some(90_000), None, 10, 1_000), 1_000);
+        assert_eq!(
+            next_tick_delay(1_000, false, Some(1_250), None, 10, 1_000),
+            250
+        );
+        assert_eq!(
+            next_tick_delay(1_000, false, Some(1_001), None, 10, 1_000),
+            10
+        );
+        assert_eq!(
+            next_tick_delay(1_000, false, Some(90_000), None, 10, 1_000),
+            1_000
+        );
     }
 
     #[test]
@@ -98,7 +107,10 @@ mod tests {
 
     #[test]
     fn tick_comes_in_time_for_a_due_flush() {
-        assert_eq!(next_tick_delay(1_000, false, Some(1_900), Some(1_300), 10, 1_000), 300);
+        assert_eq!(
+            next_tick_delay(1_000, false, Some(1_900), Some(1_300), 10, 1_000),
+            300
+        );
     }
 
     #[test]

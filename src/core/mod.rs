@@ -22,8 +22,8 @@ use buffer::{Buffer, InFlight};
 pub use expiry::SweepReport;
 use expiry::{next_tick_delay, DeadlineIndex};
 use keyspace::Entry;
-pub use keyspace::{Kind, Metadata};
 use keyspace::Space;
+pub use keyspace::{Kind, Metadata};
 pub use record::{DecodeError, PutRecord, Record};
 pub use stats::Stats;
 
@@ -80,7 +80,10 @@ impl Config {
     /// Checks every field's range; the error names the option.
     pub fn validate(&self) -> Result<()> {
         let bad = |option: &str, reason: &str| {
-            Err(Error::InvalidOption { option: option.into(), reason: reason.into() })
+            Err(Error::InvalidOption {
+                option: option.into(),
+                reason: reason.into(),
+            })
         };
         if self.buffer_size == 0 {
             return bad("buffer_size", "must be at least 1 byte");
@@ -159,7 +162,10 @@ impl Engine {
             space_ids: HashMap::new(),
             deadlines: DeadlineIndex::default(),
             buffer: Buffer::default(),
-            stats: Stats { buffer_size: config.buffer_size as u64, ..Stats::default() },
+            stats: Stats {
+                buffer_size: config.buffer_size as u64,
+                ..Stats::default()
+            },
             config,
             last_sweep_more_due: false,
             expired_events: Vec::new(),
@@ -255,7 +261,9 @@ impl Engine {
         key: &str,
         now: u64,
     ) -> Result<Option<(Bytes, Metadata)>> {
-        Ok(self.read(ns, key, now)?.map(|e| (e.value.clone(), e.metadata())))
+        Ok(self
+            .read(ns, key, now)?
+            .map(|e| (e.value.clone(), e.metadata())))
     }
 
     fn read(&mut self, ns: NsId, key: &str, now: u64) -> Result<Option<&Entry>> {
@@ -418,14 +426,21 @@ impl Engine {
         self.stats.expired = self.stats.expired_lazy + self.stats.expired_active;
         let next_deadline = self.deadlines.next_deadline();
         self.last_sweep_more_due = next_deadline.is_some_and(|d| d <= now);
-        SweepReport { expired, more_due: self.last_sweep_more_due, next_deadline }
+        SweepReport {
+            expired,
+            more_due: self.last_sweep_more_due,
+            next_deadline,
+        }
     }
 
     /// How long the shell should wait before its next tick (sweep and flush check), in ms:
     /// the next deadline or due flush, clamped to `[min_tick_ms, max_tick_ms]`, and the minimum
     /// while the last sweep ran out of budget.
     pub fn next_tick_ms(&mut self, now: u64) -> u64 {
-        let next_flush_at = self.buffer.oldest_at.map(|t| t + self.config.flush_interval_ms);
+        let next_flush_at = self
+            .buffer
+            .oldest_at
+            .map(|t| t + self.config.flush_interval_ms);
         let delay = next_tick_delay(
             now,
             self.last_sweep_more_due,
@@ -469,7 +484,10 @@ impl Engine {
             }
         }
         keys.sort_unstable_by_key(|(_, _, seq)| *seq);
-        let records: Vec<Record> = keys.iter().map(|(ns, key, _)| self.state(*ns, key)).collect();
+        let records: Vec<Record> = keys
+            .iter()
+            .map(|(ns, key, _)| self.state(*ns, key))
+            .collect();
         let bytes = self.buffer.pending_bytes;
         debug_assert_eq!(bytes, records.iter().map(Record::size).sum::<usize>());
         self.buffer.next_batch_id += 1;
@@ -511,7 +529,10 @@ impl Engine {
             self.buffer.give_back(&mut space.pending, key, seq, bytes);
         }
         if self.buffer.pending_keys > 0 {
-            let oldest = self.buffer.oldest_at.map_or(flight.oldest_at, |t| t.min(flight.oldest_at));
+            let oldest = self
+                .buffer
+                .oldest_at
+                .map_or(flight.oldest_at, |t| t.min(flight.oldest_at));
             self.buffer.oldest_at = Some(oldest);
         }
         self.stats.flush_failures += 1;
@@ -529,10 +550,18 @@ impl Engine {
     pub fn pending_records(&self) -> Vec<Record> {
         let mut keys: Vec<(u64, NsId, &str)> = Vec::new();
         for (ns, space) in self.spaces.iter().enumerate() {
-            keys.extend(space.pending.dirty.iter().map(|(k, d)| (d.seq, ns as NsId, &**k)));
+            keys.extend(
+                space
+                    .pending
+                    .dirty
+                    .iter()
+                    .map(|(k, d)| (d.seq, ns as NsId, &**k)),
+            );
         }
         keys.sort_unstable();
-        keys.into_iter().map(|(_, ns, key)| self.state(ns, key)).collect()
+        keys.into_iter()
+            .map(|(_, ns, key)| self.state(ns, key))
+            .collect()
     }
 
     /// Bytes of pending changes, not counting the batch in flight.
@@ -572,8 +601,12 @@ impl Engine {
     pub fn snapshot(&self, now: u64) -> Vec<Record> {
         let mut out = Vec::new();
         for space in &self.spaces {
-            let mut keys: Vec<&str> =
-                space.map.iter().filter(|(_, e)| e.is_live(now)).map(|(k, _)| &**k).collect();
+            let mut keys: Vec<&str> = space
+                .map
+                .iter()
+                .filter(|(_, e)| e.is_live(now))
+                .map(|(k, _)| &**k)
+                .collect();
             keys.sort_unstable();
             for key in keys {
                 let entry = &space.map[key];
@@ -628,7 +661,8 @@ impl Engine {
         let space = &mut self.spaces[ns as usize];
         self.buffer.resize(&mut space.pending, key, size);
         if self.config.track_expired {
-            self.expired_events.push((String::from(&*space.name), String::from(key)));
+            self.expired_events
+                .push((String::from(&*space.name), String::from(key)));
         }
     }
 
@@ -668,7 +702,10 @@ impl Engine {
         let space = &self.spaces[ns as usize];
         match space.map.get(key) {
             Some(entry) => Record::Put(put_record(&space.name, key, entry)),
-            None => Record::Delete { namespace: String::from(&*space.name), key: String::from(key) },
+            None => Record::Delete {
+                namespace: String::from(&*space.name),
+                key: String::from(key),
+            },
         }
     }
 

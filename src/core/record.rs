@@ -224,7 +224,9 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
-            return Err(DecodeError::Corrupt("field runs past the end of the record"));
+            return Err(DecodeError::Corrupt(
+                "field runs past the end of the record",
+            ));
         }
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
@@ -274,7 +276,9 @@ fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
             check_name(&key, false)?;
             // Every tag takes at least 5 bytes, so a huge count cannot make us allocate.
             if tag_count > r.buf.len() / 5 {
-                return Err(DecodeError::Corrupt("tag count runs past the end of the record"));
+                return Err(DecodeError::Corrupt(
+                    "tag count runs past the end of the record",
+                ));
             }
             let mut tags = Vec::with_capacity(tag_count);
             for _ in 0..tag_count {
@@ -328,7 +332,9 @@ fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
 
 fn check_name(name: &str, empty_ok: bool) -> Result<(), DecodeError> {
     if (name.is_empty() && !empty_ok) || name.len() > MAX_KEY_LEN {
-        return Err(DecodeError::Corrupt("key, namespace or tag length out of range"));
+        return Err(DecodeError::Corrupt(
+            "key, namespace or tag length out of range",
+        ));
     }
     Ok(())
 }
@@ -354,7 +360,10 @@ mod tests {
 
     #[test]
     fn put_and_delete_round_trip_with_exact_sizes() {
-        let del = Record::Delete { namespace: "".into(), key: "k".into() };
+        let del = Record::Delete {
+            namespace: "".into(),
+            key: "k".into(),
+        };
         for rec in [put(b"{\"x\":1}", false), del] {
             let mut buf = Vec::new();
             let n = rec.encode(&mut buf);
@@ -389,7 +398,11 @@ mod tests {
         let mut buf = Vec::new();
         put(b"value", false).encode(&mut buf);
         for cut in 0..buf.len() {
-            assert_eq!(Record::decode(&buf[..cut]), Err(DecodeError::Incomplete), "cut {cut}");
+            assert_eq!(
+                Record::decode(&buf[..cut]),
+                Err(DecodeError::Incomplete),
+                "cut {cut}"
+            );
         }
     }
 

@@ -14,7 +14,10 @@ pub(crate) struct TagIndex {
 impl TagIndex {
     pub fn add(&mut self, key: &str, tags: &[Box<str>]) {
         for tag in tags {
-            self.by_tag.entry(tag.clone()).or_default().insert(key.into());
+            self.by_tag
+                .entry(tag.clone())
+                .or_default()
+                .insert(key.into());
         }
     }
 

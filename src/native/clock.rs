@@ -20,7 +20,9 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         // A clock set before 1970 reads as the epoch rather than failing every call.
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 }
 
@@ -41,13 +43,19 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock that reads `now_ms` (ms since the Unix epoch) until moved.
     pub fn new(now_ms: u64) -> ManualClock {
-        ManualClock { now: Arc::new(AtomicU64::new(now_ms)) }
+        ManualClock {
+            now: Arc::new(AtomicU64::new(now_ms)),
+        }
     }
 
     /// Moves the clock forward by `by` (whole milliseconds; saturates at `u64::MAX`).
     pub fn advance(&self, by: Duration) {
         let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        let _ = self.now.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_add(ms)));
+        let _ = self
+            .now
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                Some(t.saturating_add(ms))
+            });
     }
 
     /// Sets the clock to `now_ms`.

@@ -27,7 +27,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { config: Config::default(), clock: Arc::new(SystemClock), on_expire: None }
+        Options {
+            config: Config::default(),
+            clock: Arc::new(SystemClock),
+            on_expire: None,
+        }
     }
 }
 

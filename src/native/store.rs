@@ -155,7 +155,9 @@ impl std::fmt::Debug for Store {
 
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Namespace").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Namespace")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -173,12 +175,21 @@ impl Store {
         let now = options.clock.now_ms();
         backend.load(&mut |record| engine.load(record, now))?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { engine, closed: false }),
+            state: Mutex::new(State {
+                engine,
+                closed: false,
+            }),
             backend: Mutex::new(backend),
             clock: options.clock,
             on_expire: options.on_expire,
         });
-        Ok(Store { default: Namespace { shared, id: 0, name: Arc::from("") } })
+        Ok(Store {
+            default: Namespace {
+                shared,
+                id: 0,
+                name: Arc::from(""),
+            },
+        })
     }
 
     /// A handle to namespace `name` (created on first use). `""` is the default namespace;
@@ -186,7 +197,11 @@ impl Store {
     pub fn namespace(&self, name: &str) -> Result<Namespace> {
         let shared = &self.default.shared;
         let id = shared.with(|engine, _| engine.namespace(name))?;
-        Ok(Namespace { shared: Arc::clone(shared), id, name: Arc::from(name) })
+        Ok(Namespace {
+            shared: Arc::clone(shared),
+            id,
+            name: Arc::from(name),
+        })
     }
 
     /// Removes every key whose TTL has passed, now, and returns how many. Keys also expire on
@@ -256,29 +271,32 @@ impl Namespace {
         let ttl = options.ttl.map(ttl_ms).transpose()?;
         let kind = options.kind.unwrap_or(Kind::Bytes);
         let value = value.into();
-        self.shared.with(|engine, now| {
-            engine.set(self.id, key, value, kind, ttl, &options.tags, now)
-        })
+        self.shared
+            .with(|engine, now| engine.set(self.id, key, value, kind, ttl, &options.tags, now))
     }
 
     /// The value under `key`, or `None` if there is none or it expired.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        self.shared.with(|engine, now| Ok(engine.get(self.id, key, now)?.map(|(v, _)| v)))
+        self.shared
+            .with(|engine, now| Ok(engine.get(self.id, key, now)?.map(|(v, _)| v)))
     }
 
     /// The value and metadata under `key`, or `None` if there is none or it expired.
     pub fn get_with_metadata(&self, key: &str) -> Result<Option<(Bytes, Metadata)>> {
-        self.shared.with(|engine, now| engine.get_with_metadata(self.id, key, now))
+        self.shared
+            .with(|engine, now| engine.get_with_metadata(self.id, key, now))
     }
 
     /// Whether `key` holds a live value.
     pub fn contains(&self, key: &str) -> Result<bool> {
-        self.shared.with(|engine, now| engine.contains(self.id, key, now))
+        self.shared
+            .with(|engine, now| engine.contains(self.id, key, now))
     }
 
     /// Removes `key`; `true` if it held a live value.
     pub fn delete(&self, key: &str) -> Result<bool> {
-        self.shared.with(|engine, now| engine.delete(self.id, key, now))
+        self.shared
+            .with(|engine, now| engine.delete(self.id, key, now))
     }
 
     /// Time left before `key` expires; `None` if the key does not exist or has no TTL.
@@ -291,26 +309,31 @@ impl Namespace {
     /// exists. [`Error::InvalidTtl`] for a zero TTL.
     pub fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
         let ttl = ttl_ms(ttl)?;
-        self.shared.with(|engine, now| engine.expire(self.id, key, ttl, now))
+        self.shared
+            .with(|engine, now| engine.expire(self.id, key, ttl, now))
     }
 
     /// Removes the TTL of a live `key`; `true` if the key exists.
     pub fn persist(&self, key: &str) -> Result<bool> {
-        self.shared.with(|engine, now| engine.persist(self.id, key, now))
+        self.shared
+            .with(|engine, now| engine.persist(self.id, key, now))
     }
 
     /// Live keys that start with `prefix`, sorted; `""` lists every key.
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
-        self.shared.with(|engine, now| Ok(engine.keys(self.id, prefix, now)))
+        self.shared
+            .with(|engine, now| Ok(engine.keys(self.id, prefix, now)))
     }
 
     /// Live keys that carry *all* of `tags`, sorted. An empty `tags` matches nothing.
     pub fn query_by_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<Vec<String>> {
-        self.shared.with(|engine, now| Ok(engine.query_by_tags(self.id, tags, now)))
+        self.shared
+            .with(|engine, now| Ok(engine.query_by_tags(self.id, tags, now)))
     }
 
     /// Every tag carried by a live key, with its number of live keys, sorted by tag.
     pub fn list_tags(&self) -> Result<Vec<(String, usize)>> {
-        self.shared.with(|engine, now| Ok(engine.list_tags(self.id, now)))
+        self.shared
+            .with(|engine, now| Ok(engine.list_tags(self.id, now)))
     }
 }

@@ -1,0 +1,271 @@
+//! JS ⇄ Rust conversions and the mapping of [`Error`] to JS exceptions.
+//!
+//! Wrong types become a `TypeError`, out-of-range values a `RangeError`; every error carries a
+//! `code` property with the [`Error::code`] name (or `"InvalidType"`). Nothing is stored when
+//! a conversion fails.
+
+use bytes::Bytes;
+use js_sys::{Array, JsString, Object, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::{Error, Kind, Metadata, Stats};
+
+#[wasm_bindgen(inline_js = r#"
+export function encodeJson(value) {
+  if (value === undefined) throw new TypeError('tidekv: cannot store undefined; use delete() to remove a key');
+  try {
+    return JSON.stringify(value, function (key, v) {
+      const where = key === '' ? '' : ` (at property "${key}")`;
+      if (typeof v === 'function') throw new TypeError(`tidekv: cannot store a function${where}`);
+      if (typeof v === 'bigint') throw new TypeError(`tidekv: cannot store a BigInt${where}; convert it to a string first`);
+      if (typeof v === 'symbol') throw new TypeError(`tidekv: cannot store a symbol${where}`);
+      if (typeof v === 'number' && !Number.isFinite(v)) throw new RangeError(`tidekv: cannot store ${v}${where}: JSON has no such number`);
+      if (v instanceof Map || v instanceof Set) throw new TypeError(`tidekv: cannot store a ${v.constructor.name}${where}; convert it to an array or object first`);
+      if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) {
+        if (key === '') throw new TypeError('tidekv: binary values must be a Uint8Array');
+        throw new TypeError(`tidekv: cannot store binary data inside JSON${where}; store a Uint8Array on its own key`);
+      }
+      return v;
+    });
+  } catch (e) {
+    if (e instanceof TypeError && !String(e.message).startsWith('tidekv:')) {
+      throw new TypeError(`tidekv: value is not JSON-serialisable: ${e.message}`);
+    }
+    throw e;
+  }
+}
+export function makeError(ctor, message, code) {
+  const e = ctor === 'TypeError' ? new TypeError(message) : ctor === 'RangeError' ? new RangeError(message) : new Error(message);
+  e.code = code;
+  return e;
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(catch, js_name = encodeJson)]
+    fn encode_json(value: &JsValue) -> Result<String, JsValue>;
+    #[wasm_bindgen(js_name = makeError)]
+    fn make_error(ctor: &str, message: &str, code: &str) -> JsValue;
+}
+
+/// A `TypeError` for a value of the wrong type.
+pub(crate) fn type_error(message: &str) -> JsValue {
+    make_error("TypeError", &format!("tidekv: {message}"), "InvalidType")
+}
+
+/// The JS exception for an engine error.
+pub(crate) fn to_js(error: Error) -> JsValue {
+    let ctor = match error {
+        Error::InvalidKey(_)
+        | Error::ValueTooLarge { .. }
+        | Error::InvalidTtl(_)
+        | Error::InvalidName { .. }
+        | Error::InvalidOption { .. } => "RangeError",
+        _ => "Error",
+    };
+    make_error(ctor, &format!("tidekv: {error}"), error.code())
+}
+
+fn type_name(value: &JsValue) -> String {
+    if value.is_null() {
+        return "null".into();
+    }
+    value
+        .js_typeof()
+        .as_string()
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A JS string that is valid Unicode (no lone surrogates), as a Rust `String`.
+pub(crate) fn string(value: &JsValue, what: &str) -> Result<String, JsValue> {
+    let Some(s) = value.dyn_ref::<JsString>() else {
+        return Err(type_error(&format!(
+            "{what} must be a string, got {}",
+            type_name(value)
+        )));
+    };
+    if !s.is_valid_utf16() {
+        return Err(type_error(&format!(
+            "{what} contains a lone surrogate (not valid Unicode)"
+        )));
+    }
+    Ok(String::from(s))
+}
+
+/// A value to store: `Uint8Array` -> bytes, `string` -> text, anything else -> JSON.
+pub(crate) fn value_in(value: &JsValue) -> Result<(Bytes, Kind), JsValue> {
+    if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
+        return Ok((Bytes::from(bytes.to_vec()), Kind::Bytes));
+    }
+    if value.is_string() {
+        return Ok((Bytes::from(string(value, "a text value")?), Kind::Text));
+    }
+    Ok((Bytes::from(encode_json(value)?), Kind::Json))
+}
+
+/// A stored value back as the JS kind it was stored as.
+pub(crate) fn value_out(value: &[u8], kind: Kind) -> Result<JsValue, JsValue> {
+    Ok(match kind {
+        Kind::Bytes => Uint8Array::from(value).into(),
+        Kind::Text => JsValue::from_str(&String::from_utf8_lossy(value)),
+        Kind::Json => js_sys::JSON::parse(&String::from_utf8_lossy(value))
+            .map_err(|_| to_js(Error::Corrupt("a stored JSON value does not parse".into())))?,
+    })
+}
+
+/// An optional count of milliseconds: `undefined`/`null` -> `None`; must be a finite number
+/// above zero (fractions round up).
+pub(crate) fn millis(value: &JsValue, what: &str) -> Result<Option<u64>, JsValue> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    let Some(n) = value.as_f64() else {
+        return Err(type_error(&format!(
+            "{what} must be a number of milliseconds, got {}",
+            type_name(value)
+        )));
+    };
+    if !n.is_finite() || n <= 0.0 || n > 9_007_199_254_740_991.0 {
+        return Err(make_error(
+            "RangeError",
+            &format!("tidekv: {what} must be a finite number of milliseconds above 0, got {n}"),
+            "InvalidTtl",
+        ));
+    }
+    Ok(Some(n.ceil() as u64))
+}
+
+/// A positive whole number option.
+pub(crate) fn positive(value: &JsValue, option: &str) -> Result<Option<u64>, JsValue> {
+    if value.is_undefined() {
+        return Ok(None);
+    }
+    match value.as_f64() {
+        Some(n)
+            if n.is_finite() && n >= 1.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 =>
+        {
+            Ok(Some(n as u64))
+        }
+        Some(n) => Err(make_error(
+            "RangeError",
+            &format!("tidekv: option {option} must be a whole number of at least 1, got {n}"),
+            "InvalidOption",
+        )),
+        None => Err(type_error(&format!(
+            "option {option} must be a number, got {}",
+            type_name(value)
+        ))),
+    }
+}
+
+/// The own properties of an options object, refusing unknown names. `undefined`/`null` -> none.
+pub(crate) fn options(
+    value: &JsValue,
+    what: &str,
+    known: &[&str],
+) -> Result<Vec<(String, JsValue)>, JsValue> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(Vec::new());
+    }
+    if !value.is_object() || Array::is_array(value) || value.is_function() {
+        return Err(type_error(&format!(
+            "{what} must be an object, got {}",
+            type_name(value)
+        )));
+    }
+    let mut out = Vec::new();
+    for name in Object::keys(value.unchecked_ref::<Object>()).iter() {
+        let name = name.as_string().unwrap_or_default();
+        if !known.contains(&name.as_str()) {
+            return Err(type_error(&format!(
+                "unknown option {name:?} in {what} (known: {})",
+                known.join(", ")
+            )));
+        }
+        let v = Reflect::get(value, &JsValue::from_str(&name))?;
+        out.push((name, v));
+    }
+    Ok(out)
+}
+
+/// An array of strings (tags).
+pub(crate) fn strings(value: &JsValue, what: &str) -> Result<Vec<String>, JsValue> {
+    if value.is_undefined() {
+        return Ok(Vec::new());
+    }
+    let Some(array) = value.dyn_ref::<Array>() else {
+        return Err(type_error(&format!(
+            "{what} must be an array of strings, got {}",
+            type_name(value)
+        )));
+    };
+    array
+        .iter()
+        .map(|v| string(&v, &format!("every entry of {what}")))
+        .collect()
+}
+
+/// A plain object from (name, value) pairs.
+pub(crate) fn object(fields: &[(&str, JsValue)]) -> JsValue {
+    let obj = Object::new();
+    for (name, value) in fields {
+        // Setting a property on a fresh plain object cannot fail.
+        let _ = Reflect::set(&obj, &JsValue::from_str(name), value);
+    }
+    obj.into()
+}
+
+pub(crate) fn string_array(items: impl IntoIterator<Item = String>) -> JsValue {
+    items
+        .into_iter()
+        .map(JsValue::from)
+        .collect::<Array>()
+        .into()
+}
+
+fn num(n: u64) -> JsValue {
+    JsValue::from_f64(n as f64)
+}
+
+pub(crate) fn metadata_out(meta: &Metadata) -> JsValue {
+    object(&[
+        ("size", num(meta.size)),
+        ("createdAt", num(meta.created_at)),
+        ("updatedAt", num(meta.updated_at)),
+        ("expiresAt", meta.expires_at.map_or(JsValue::NULL, num)),
+        ("tags", string_array(meta.tags.iter().cloned())),
+        ("kind", JsValue::from_str(meta.kind.as_str())),
+        ("compressed", JsValue::from_bool(meta.compressed)),
+    ])
+}
+
+pub(crate) fn stats_out(s: &Stats) -> JsValue {
+    object(&[
+        ("sets", num(s.sets)),
+        ("gets", num(s.gets)),
+        ("hits", num(s.hits)),
+        ("misses", num(s.misses)),
+        ("deletes", num(s.deletes)),
+        ("expires", num(s.expires)),
+        ("persists", num(s.persists)),
+        ("keys", num(s.keys)),
+        ("valueBytes", num(s.value_bytes)),
+        ("bufferBytes", num(s.buffer_bytes)),
+        ("bufferSize", num(s.buffer_size)),
+        ("bufferUtilization", JsValue::from_f64(s.buffer_utilization)),
+        ("expired", num(s.expired)),
+        ("expiredLazy", num(s.expired_lazy)),
+        ("expiredActive", num(s.expired_active)),
+        ("sweeps", num(s.sweeps)),
+        ("tickIntervalMs", num(s.tick_interval_ms)),
+        ("flushes", num(s.flushes)),
+        ("recordsFlushed", num(s.records_flushed)),
+        ("flushFailures", num(s.flush_failures)),
+        (
+            "lastError",
+            s.last_error
+                .as_deref()
+                .map_or(JsValue::NULL, JsValue::from_str),
+        ),
+    ])
+}

@@ -1,0 +1,353 @@
+//! The native `Store` over memory: the public Rust API behaves as documented.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tidekv::{Backend, Batch, Error, Kind, ManualClock, Options, Record, SetOptions, Store};
+
+fn store() -> (Store, ManualClock) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    (
+        Store::memory(Options::default().clock(clock.clone())).unwrap(),
+        clock,
+    )
+}
+
+#[test]
+fn store_and_namespace_handles_are_clone_send_sync() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    check::<Store>();
+    check::<tidekv::Namespace>();
+}
+
+#[test]
+fn expired_key_is_never_returned() {
+    let (s, clock) = store();
+    s.set_with(
+        "k",
+        "v",
+        SetOptions::new().ttl(Duration::from_secs(10)).tag("t"),
+    )
+    .unwrap();
+    clock.advance(Duration::from_millis(9_999));
+    assert_eq!(s.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(s.ttl("k").unwrap(), Some(Duration::from_millis(1)));
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(s.get("k").unwrap(), None);
+    assert!(!s.contains("k").unwrap());
+    assert_eq!(s.ttl("k").unwrap(), None);
+    assert!(s.keys("").unwrap().is_empty());
+    assert!(s.query_by_tags(&["t"]).unwrap().is_empty());
+    assert!(s.list_tags().unwrap().is_empty());
+    assert_eq!(s.stats().expired_lazy, 1);
+}
+
+#[test]
+fn sweep_removes_expired_keys_and_fires_callbacks() {
+    let clock = ManualClock::new(0);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let s = Store::memory(
+        Options::default()
+            .clock(clock.clone())
+            .sweep_budget(2)
+            .on_expire(move |ns, key| sink.lock().unwrap().push(format!("{ns}/{key}"))),
+    )
+    .unwrap();
+    let users = s.namespace("users").unwrap();
+    for i in 0..5 {
+        s.set_with(
+            &format!("k{i}"),
+            "v",
+            SetOptions::new().ttl(Duration::from_millis(5)),
+        )
+        .unwrap();
+    }
+    users
+        .set_with("u", "v", SetOptions::new().ttl(Duration::from_millis(5)))
+        .unwrap();
+    s.set("forever", "v").unwrap();
+    clock.advance(Duration::from_millis(5));
+    assert_eq!(
+        s.sweep_expired(),
+        6,
+        "a sweep with a small budget still removes every due key"
+    );
+    assert_eq!(s.stats().keys, 1);
+    assert_eq!(s.stats().expired_active, 6);
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, ["/k0", "/k1", "/k2", "/k3", "/k4", "users/u"]);
+}
+
+#[test]
+fn set_replaces_value_ttl_and_tags_but_keeps_created_at() {
+    let (s, clock) = store();
+    s.set_with(
+        "k",
+        "one",
+        SetOptions::new()
+            .ttl(Duration::from_secs(5))
+            .tags(["a", "b"]),
+    )
+    .unwrap();
+    let (_, first) = s.get_with_metadata("k").unwrap().unwrap();
+    clock.advance(Duration::from_secs(1));
+    s.set_with("k", "two", SetOptions::new().tag("c").kind(Kind::Text))
+        .unwrap();
+    let (value, meta) = s.get_with_metadata("k").unwrap().unwrap();
+    assert_eq!(&value[..], b"two");
+    assert_eq!(meta.expires_at, None);
+    assert_eq!(meta.tags, ["c"]);
+    assert_eq!(meta.kind, Kind::Text);
+    assert_eq!(meta.created_at, first.created_at);
+    assert_eq!(meta.updated_at, first.created_at + 1_000);
+    assert!(s.query_by_tags(&["a"]).unwrap().is_empty());
+}
+
+#[test]
+fn expire_and_persist_change_only_the_ttl() {
+    let (s, clock) = store();
+    s.set_with("k", "v", SetOptions::new().tag("t")).unwrap();
+    assert!(s.expire("k", Duration::from_secs(2)).unwrap());
+    assert_eq!(s.ttl("k").unwrap(), Some(Duration::from_secs(2)));
+    assert!(s.persist("k").unwrap());
+    assert_eq!(s.ttl("k").unwrap(), None);
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(s.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(s.query_by_tags(&["t"]).unwrap(), ["k"]);
+    assert!(!s.expire("missing", Duration::from_secs(1)).unwrap());
+    assert!(!s.persist("missing").unwrap());
+}
+
+#[test]
+fn tags_query_returns_keys_with_all_tags_sorted() {
+    let (s, _) = store();
+    s.set_with("c", "v", SetOptions::new().tags(["x", "y"]))
+        .unwrap();
+    s.set_with("a", "v", SetOptions::new().tags(["x", "y", "z"]))
+        .unwrap();
+    s.set_with("b", "v", SetOptions::new().tags(["x"])).unwrap();
+    assert_eq!(s.query_by_tags(&["x", "y"]).unwrap(), ["a", "c"]);
+    assert_eq!(s.query_by_tags(&["x"]).unwrap(), ["a", "b", "c"]);
+    assert!(s.query_by_tags(&["nope"]).unwrap().is_empty());
+    assert!(s.query_by_tags::<&str>(&[]).unwrap().is_empty());
+    let tags = s.list_tags().unwrap();
+    assert_eq!(
+        tags,
+        [
+            ("x".to_string(), 3),
+            ("y".to_string(), 2),
+            ("z".to_string(), 1)
+        ]
+    );
+}
+
+#[test]
+fn namespaces_have_their_own_keys_and_tags() {
+    let (s, _) = store();
+    let a = s.namespace("a").unwrap();
+    let b = s.namespace("b").unwrap();
+    a.set_with("k", "in a", SetOptions::new().tag("t")).unwrap();
+    b.set("k", "in b").unwrap();
+    assert_eq!(a.get("k").unwrap().as_deref(), Some(&b"in a"[..]));
+    assert_eq!(b.get("k").unwrap().as_deref(), Some(&b"in b"[..]));
+    assert_eq!(s.get("k").unwrap(), None);
+    assert!(b.query_by_tags(&["t"]).unwrap().is_empty());
+    assert_eq!(s.namespace("a").unwrap().keys("").unwrap(), ["k"]);
+    assert_eq!(a.name(), "a");
+    assert_eq!(s.stats().keys, 2);
+}
+
+#[test]
+fn bad_input_is_refused_with_a_matchable_error_and_stores_nothing() {
+    let (s, _) = store();
+    assert!(matches!(s.set("", "v"), Err(Error::InvalidKey(_))));
+    let long = "k".repeat(tidekv::MAX_KEY_LEN + 1);
+    assert!(matches!(s.set(&long, "v"), Err(Error::InvalidKey(_))));
+    s.set(&"k".repeat(tidekv::MAX_KEY_LEN), "v").unwrap();
+    assert!(matches!(
+        s.set_with("k", "v", SetOptions::new().ttl(Duration::ZERO)),
+        Err(Error::InvalidTtl(_))
+    ));
+    assert!(matches!(
+        s.expire("k", Duration::ZERO),
+        Err(Error::InvalidTtl(_))
+    ));
+    assert!(matches!(
+        s.set_with("k", "v", SetOptions::new().ttl(Duration::MAX)),
+        Err(Error::InvalidTtl(_))
+    ));
+    assert!(matches!(
+        s.set_with("k", "v", SetOptions::new().tag("")),
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(matches!(s.namespace(&long), Err(Error::InvalidName { .. })));
+    assert!(matches!(s.get(""), Err(Error::InvalidKey(_))));
+    assert_eq!(
+        s.keys("").unwrap().len(),
+        1,
+        "only the valid 64 KiB key was stored"
+    );
+}
+
+#[test]
+fn values_over_the_limit_are_refused() {
+    let s = Store::memory(Options::default().max_value_size(8)).unwrap();
+    s.set("ok", vec![0u8; 8]).unwrap();
+    match s.set("big", vec![0u8; 9]) {
+        Err(Error::ValueTooLarge { size: 9, max: 8 }) => {}
+        other => panic!("expected ValueTooLarge, got {other:?}"),
+    }
+    assert!(!s.contains("big").unwrap());
+}
+
+#[test]
+fn invalid_options_are_refused_naming_the_option() {
+    match Store::memory(Options::default().buffer_size(0)) {
+        Err(Error::InvalidOption { option, .. }) => assert_eq!(option, "buffer_size"),
+        other => panic!("expected InvalidOption, got {other:?}"),
+    }
+}
+
+#[test]
+fn calls_after_close_fail_with_closed() {
+    let (s, _) = store();
+    let ns = s.namespace("n").unwrap();
+    s.set("k", "v").unwrap();
+    s.close().unwrap();
+    assert!(matches!(s.get("k"), Err(Error::Closed)));
+    assert!(matches!(ns.set("k", "v"), Err(Error::Closed)));
+    assert!(matches!(s.flush(), Err(Error::Closed)));
+    assert!(matches!(s.close(), Err(Error::Closed)));
+}
+
+/// A backend that records batches and can be told to fail.
+#[derive(Clone, Default)]
+struct Recorder {
+    batches: Arc<Mutex<Vec<Vec<Record>>>>,
+    fail: Arc<Mutex<bool>>,
+}
+
+impl Backend for Recorder {
+    fn load(&mut self, _: &mut dyn FnMut(Record) -> tidekv::Result<()>) -> tidekv::Result<()> {
+        Ok(())
+    }
+    fn write(&mut self, batch: &Batch) -> tidekv::Result<()> {
+        if *self.fail.lock().unwrap() {
+            return Err(Error::Backend("disk full".into()));
+        }
+        self.batches.lock().unwrap().push(batch.records.clone());
+        Ok(())
+    }
+}
+
+#[test]
+fn overwriting_a_pending_key_replaces_its_bytes() {
+    let (s, _) = store();
+    s.set("k", vec![0u8; 100]).unwrap();
+    let one = s.stats().buffer_bytes;
+    s.set("k", vec![0u8; 100]).unwrap();
+    assert_eq!(s.stats().buffer_bytes, one);
+    s.set("k", vec![0u8; 50]).unwrap();
+    assert_eq!(s.stats().buffer_bytes, one - 50);
+    s.flush().unwrap();
+    assert_eq!(s.stats().buffer_bytes, 0);
+    assert_eq!(s.stats().flushes, 1);
+}
+
+#[test]
+fn a_failed_flush_keeps_the_data_and_never_overwrites_a_newer_write() {
+    let backend = Recorder::default();
+    let s = Store::with_backend(Box::new(backend.clone()), Options::default()).unwrap();
+    s.set("k", "old").unwrap();
+    s.set("other", "x").unwrap();
+    *backend.fail.lock().unwrap() = true;
+    assert!(matches!(s.flush(), Err(Error::Backend(_))));
+    assert_eq!(s.last_error().as_deref(), Some("backend error: disk full"));
+    assert_eq!(s.stats().flush_failures, 1);
+    s.set("k", "new").unwrap();
+    assert_eq!(s.get("k").unwrap().as_deref(), Some(&b"new"[..]));
+    *backend.fail.lock().unwrap() = false;
+    s.flush().unwrap();
+    let batches = backend.batches.lock().unwrap().clone();
+    assert_eq!(batches.len(), 1);
+    let written: Vec<(String, Vec<u8>)> = batches[0]
+        .iter()
+        .map(|r| match r {
+            Record::Put(p) => (p.key.clone(), p.value.to_vec()),
+            Record::Delete { key, .. } => panic!("unexpected delete of {key}"),
+        })
+        .collect();
+    assert_eq!(
+        written,
+        [
+            ("other".to_string(), b"x".to_vec()),
+            ("k".to_string(), b"new".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn a_full_buffer_flushes_without_an_explicit_call() {
+    let backend = Recorder::default();
+    let s = Store::with_backend(
+        Box::new(backend.clone()),
+        Options::default().buffer_size(1_000),
+    )
+    .unwrap();
+    for i in 0..20 {
+        s.set(&format!("k{i}"), vec![7u8; 100]).unwrap();
+    }
+    let flushed: usize = backend.batches.lock().unwrap().iter().map(Vec::len).sum();
+    assert!(flushed >= 10, "only {flushed} records reached the backend");
+    assert!(s.stats().buffer_bytes < 1_000);
+}
+
+#[test]
+fn dropping_the_last_handle_flushes() {
+    let backend = Recorder::default();
+    let s = Store::with_backend(Box::new(backend.clone()), Options::default()).unwrap();
+    let clone = s.clone();
+    s.set("k", "v").unwrap();
+    drop(s);
+    assert!(
+        backend.batches.lock().unwrap().is_empty(),
+        "a live clone keeps the store open"
+    );
+    drop(clone);
+    assert_eq!(backend.batches.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn concurrent_writers_lose_nothing() {
+    let backend = Recorder::default();
+    let s = Store::with_backend(
+        Box::new(backend.clone()),
+        Options::default().buffer_size(4_096),
+    )
+    .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..500 {
+                    s.set(&format!("t{t}-{i}"), format!("{i}")).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    s.flush().unwrap();
+    assert_eq!(s.keys("").unwrap().len(), 2_000);
+    let mut written = std::collections::BTreeSet::new();
+    for batch in backend.batches.lock().unwrap().iter() {
+        for r in batch {
+            written.insert(r.key().to_string());
+        }
+    }
+    assert_eq!(written.len(), 2_000, "every write reached the backend");
+}

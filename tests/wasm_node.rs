@@ -1,0 +1,300 @@
+//! The JS API of the wasm build, exercised under Node.js (and in the browser run too): values of
+//! every kind round-trip, metadata and stats are camelCase, and bad input throws a clear
+//! `TypeError`/`RangeError` and stores nothing.
+#![cfg(target_arch = "wasm32")]
+
+use js_sys::{Array, Reflect, Uint8Array};
+use tidekv::wasm::JsStore;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_test::wasm_bindgen_test;
+
+fn js(src: &str) -> JsValue {
+    js_sys::eval(src).expect("test JS evaluates")
+}
+
+fn get(obj: &JsValue, field: &str) -> JsValue {
+    Reflect::get(obj, &JsValue::from_str(field)).unwrap()
+}
+
+fn store() -> JsStore {
+    JsStore::memory(JsValue::UNDEFINED).unwrap()
+}
+
+fn opts(src: &str) -> JsValue {
+    js(&format!("({src})"))
+}
+
+/// Asserts the call threw an error of class `ctor` with `code`, and returns its message.
+fn thrown<T>(result: Result<T, JsValue>, ctor: &str, code: &str) -> String {
+    let Err(err) = result else {
+        panic!("expected a throw ({ctor} {code})")
+    };
+    let name = get(&get(&err, "constructor"), "name").as_string().unwrap();
+    assert_eq!(name, ctor, "error class");
+    assert_eq!(
+        get(&err, "code").as_string().as_deref(),
+        Some(code),
+        "error code"
+    );
+    get(&err, "message").as_string().unwrap()
+}
+
+#[wasm_bindgen_test]
+fn each_value_kind_comes_back_as_stored() {
+    let s = store();
+    s.set(
+        "bin".into(),
+        Uint8Array::from(&[1u8, 2, 255][..]).into(),
+        JsValue::UNDEFINED,
+    )
+    .unwrap();
+    s.set("txt".into(), "héllo".into(), JsValue::UNDEFINED)
+        .unwrap();
+    s.set(
+        "obj".into(),
+        opts("{ a: [1, 2, { b: null }], c: 'x' }"),
+        JsValue::UNDEFINED,
+    )
+    .unwrap();
+    s.set("num".into(), JsValue::from_f64(42.5), JsValue::UNDEFINED)
+        .unwrap();
+
+    let bin = s.get("bin".into()).unwrap();
+    assert_eq!(
+        bin.dyn_into::<Uint8Array>().unwrap().to_vec(),
+        vec![1, 2, 255]
+    );
+    assert_eq!(
+        s.get("txt".into()).unwrap().as_string().as_deref(),
+        Some("héllo")
+    );
+    let obj = s.get("obj".into()).unwrap();
+    assert_eq!(
+        js_sys::JSON::stringify(&obj).unwrap(),
+        "{\"a\":[1,2,{\"b\":null}],\"c\":\"x\"}"
+    );
+    assert_eq!(s.get("num".into()).unwrap().as_f64(), Some(42.5));
+    assert!(s.get("missing".into()).unwrap().is_undefined());
+}
+
+#[wasm_bindgen_test]
+fn metadata_and_tags_are_reported_in_camel_case() {
+    let s = store();
+    s.set(
+        "k".into(),
+        "v".into(),
+        opts("{ ttl: 60000, tags: ['b', 'a', 'b'] }"),
+    )
+    .unwrap();
+    let got = s.get_with_metadata("k".into()).unwrap();
+    assert_eq!(get(&got, "value").as_string().as_deref(), Some("v"));
+    let meta = get(&got, "metadata");
+    assert_eq!(get(&meta, "size").as_f64(), Some(1.0));
+    assert_eq!(get(&meta, "kind").as_string().as_deref(), Some("text"));
+    let created = get(&meta, "createdAt").as_f64().unwrap();
+    assert_eq!(get(&meta, "updatedAt").as_f64(), Some(created));
+    assert_eq!(get(&meta, "expiresAt").as_f64(), Some(created + 60_000.0));
+    assert_eq!(
+        js_sys::JSON::stringify(&get(&meta, "tags")).unwrap(),
+        "[\"a\",\"b\"]"
+    );
+
+    let ttl = s.ttl("k".into()).unwrap().as_f64().unwrap();
+    assert!(ttl > 0.0 && ttl <= 60_000.0, "ttl {ttl}");
+    assert!(s.persist("k".into()).unwrap());
+    assert!(s.ttl("k".into()).unwrap().is_undefined());
+    assert!(s.expire("k".into(), JsValue::from_f64(5_000.0)).unwrap());
+    assert!(!s.expire("nope".into(), JsValue::from_f64(5_000.0)).unwrap());
+
+    let listed = js_sys::JSON::stringify(&s.list_tags().unwrap()).unwrap();
+    assert_eq!(
+        listed,
+        "[{\"tag\":\"a\",\"count\":1},{\"tag\":\"b\",\"count\":1}]"
+    );
+    let found = s.query_by_tags(opts("['a', 'b']")).unwrap();
+    assert_eq!(js_sys::JSON::stringify(&found).unwrap(), "[\"k\"]");
+}
+
+#[wasm_bindgen_test]
+fn keys_has_delete_and_namespaces_behave_like_rust() {
+    let s = store();
+    for k in ["user:2", "user:1", "post:1"] {
+        s.set(k.into(), "x".into(), JsValue::UNDEFINED).unwrap();
+    }
+    let users = s.namespace("users".into()).unwrap();
+    users
+        .set("user:9".into(), "y".into(), JsValue::UNDEFINED)
+        .unwrap();
+    assert_eq!(
+        js_sys::JSON::stringify(&s.keys("user:".into()).unwrap()).unwrap(),
+        "[\"user:1\",\"user:2\"]"
+    );
+    assert_eq!(
+        Array::from(&s.keys(JsValue::UNDEFINED).unwrap()).length(),
+        3
+    );
+    assert_eq!(
+        js_sys::JSON::stringify(&users.keys(JsValue::UNDEFINED).unwrap()).unwrap(),
+        "[\"user:9\"]"
+    );
+    assert!(s.has("post:1".into()).unwrap());
+    assert!(s.delete("post:1".into()).unwrap());
+    assert!(!s.delete("post:1".into()).unwrap());
+    assert!(!s.has("post:1".into()).unwrap());
+    assert!(!users.has("user:1".into()).unwrap());
+
+    let stats = s.stats();
+    assert_eq!(get(&stats, "keys").as_f64(), Some(3.0));
+    assert_eq!(get(&stats, "sets").as_f64(), Some(4.0));
+    assert!(get(&stats, "bufferBytes").as_f64().unwrap() > 0.0);
+    assert!(get(&stats, "lastError").is_null());
+}
+
+#[wasm_bindgen_test]
+fn bad_keys_throw_and_store_nothing() {
+    let s = store();
+    for key in ["42", "null", "undefined", "({})", "Symbol('k')"] {
+        let msg = thrown(
+            s.set(js(key), "v".into(), JsValue::UNDEFINED),
+            "TypeError",
+            "InvalidType",
+        );
+        assert!(msg.contains("key must be a string"), "{msg}");
+    }
+    thrown(
+        s.set("".into(), "v".into(), JsValue::UNDEFINED),
+        "RangeError",
+        "InvalidKey",
+    );
+    thrown(
+        s.set(js("'a\\uD800'"), "v".into(), JsValue::UNDEFINED),
+        "TypeError",
+        "InvalidType",
+    );
+    thrown(s.get(JsValue::from_f64(1.0)), "TypeError", "InvalidType");
+    assert_eq!(get(&s.stats(), "keys").as_f64(), Some(0.0));
+}
+
+#[wasm_bindgen_test]
+fn bad_ttls_throw_range_or_type_errors_and_store_nothing() {
+    let s = store();
+    for ttl in ["NaN", "-1", "0", "Infinity", "-Infinity"] {
+        let msg = thrown(
+            s.set("k".into(), "v".into(), opts(&format!("{{ ttl: {ttl} }}"))),
+            "RangeError",
+            "InvalidTtl",
+        );
+        assert!(msg.contains("ttl"), "{msg}");
+    }
+    thrown(
+        s.set("k".into(), "v".into(), opts("{ ttl: '10' }")),
+        "TypeError",
+        "InvalidType",
+    );
+    thrown(s.expire("k".into(), js("NaN")), "RangeError", "InvalidTtl");
+    assert!(!s.has("k".into()).unwrap());
+}
+
+#[wasm_bindgen_test]
+fn unstorable_values_throw_clear_errors_and_store_nothing() {
+    let s = store();
+    let cases = [
+        ("(function f() {})", "TypeError", "function"),
+        (
+            "({ a: () => 1 })",
+            "TypeError",
+            "function (at property \"a\")",
+        ),
+        ("10n", "TypeError", "BigInt"),
+        ("({ n: 10n })", "TypeError", "BigInt"),
+        (
+            "(() => { const o = {}; o.self = o; return o; })()",
+            "TypeError",
+            "not JSON-serialisable",
+        ),
+        ("undefined", "TypeError", "undefined"),
+        ("NaN", "RangeError", "NaN"),
+        ("new Map()", "TypeError", "Map"),
+        ("new Float32Array(2)", "TypeError", "Uint8Array"),
+    ];
+    for (src, ctor, needle) in cases {
+        let Err(err) = s.set("k".into(), js(src), JsValue::UNDEFINED) else {
+            panic!("{src} was stored")
+        };
+        let name = get(&get(&err, "constructor"), "name").as_string().unwrap();
+        let msg = get(&err, "message").as_string().unwrap();
+        assert_eq!(name, ctor, "{src}: {msg}");
+        assert!(msg.contains(needle), "{src}: {msg}");
+    }
+    assert!(!s.has("k".into()).unwrap());
+}
+
+#[wasm_bindgen_test]
+fn unknown_or_ill_typed_options_throw_naming_the_option() {
+    let msg = thrown(
+        JsStore::memory(opts("{ bufferSise: 10 }")),
+        "TypeError",
+        "InvalidType",
+    );
+    assert!(msg.contains("bufferSise"), "{msg}");
+    thrown(
+        JsStore::memory(opts("{ bufferSize: 'big' }")),
+        "TypeError",
+        "InvalidType",
+    );
+    thrown(
+        JsStore::memory(opts("{ bufferSize: -5 }")),
+        "RangeError",
+        "InvalidOption",
+    );
+    let s = store();
+    let msg = thrown(
+        s.set("k".into(), "v".into(), opts("{ tll: 5 }")),
+        "TypeError",
+        "InvalidType",
+    );
+    assert!(msg.contains("tll"), "{msg}");
+    thrown(
+        s.set("k".into(), "v".into(), opts("{ tags: 'a' }")),
+        "TypeError",
+        "InvalidType",
+    );
+    thrown(
+        s.set("k".into(), "v".into(), opts("{ tags: [1] }")),
+        "TypeError",
+        "InvalidType",
+    );
+    thrown(
+        s.set("k".into(), "v".into(), opts("{ tags: [''] }")),
+        "RangeError",
+        "InvalidName",
+    );
+    assert!(!s.has("k".into()).unwrap());
+}
+
+#[wasm_bindgen_test]
+fn too_large_values_throw_value_too_large() {
+    let s = JsStore::memory(opts("{ maxValueSize: 4 }")).unwrap();
+    s.set("ok".into(), "1234".into(), JsValue::UNDEFINED)
+        .unwrap();
+    thrown(
+        s.set("big".into(), "12345".into(), JsValue::UNDEFINED),
+        "RangeError",
+        "ValueTooLarge",
+    );
+    assert!(!s.has("big".into()).unwrap());
+}
+
+#[wasm_bindgen_test]
+async fn closed_store_throws_closed() {
+    let s = store();
+    s.set("k".into(), "v".into(), JsValue::UNDEFINED).unwrap();
+    wasm_bindgen_futures::JsFuture::from(s.flush())
+        .await
+        .unwrap();
+    assert_eq!(get(&s.stats(), "flushes").as_f64(), Some(1.0));
+    wasm_bindgen_futures::JsFuture::from(s.close())
+        .await
+        .unwrap();
+    thrown(s.get("k".into()), "Error", "Closed");
+}
