@@ -46,4 +46,15 @@ if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $WASM_BIND
   # Not --locked: the tool's own lockfile pins a crate version this registry lacks.
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force --quiet
 fi
+# npm dev tools of the npm package's build and tests, pinned by package-lock.json: wasm-opt from
+# `binaryen` (Debian's is too old for wasm-bindgen's externref tables), `playwright-core` (drives
+# Debian's chromium, never downloads a browser), `typescript` (checks the public types).
+if ! node -e '
+  const dev = require("./package.json").devDependencies;
+  for (const [name, version] of Object.entries(dev)) {
+    if (require(`./node_modules/${name}/package.json`).version !== version) process.exit(1);
+  }' 2>/dev/null; then
+  say "npm ci (binaryen, playwright-core, typescript)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
 say "tools ready (wasm-pack $WASM_PACK_VERSION, wasm-bindgen $WASM_BINDGEN_VERSION)"

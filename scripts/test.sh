@@ -19,6 +19,9 @@ cargo clippy --all-targets --all-features -- -D warnings
 step "clippy (wasm32)"
 cargo clippy --target wasm32-unknown-unknown --lib --tests -- -D warnings
 
+step "rustdoc (every public item documented, no broken links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --quiet
+
 step "no_std build of the core (x86_64-unknown-none)"
 cargo rustc --lib --crate-type rlib --no-default-features --target x86_64-unknown-none
 
@@ -30,6 +33,28 @@ wasm-pack test --node --mode no-install -- --test wasm_node --test wasm_browser
 
 step "wasm tests in headless Chromium"
 wasm-pack test --headless --chrome --mode no-install -- --test wasm_node --test wasm_browser
+
+step "clippy (wasm32, Node.js build: feature node)"
+cargo clippy --target wasm32-unknown-unknown --lib --tests --features node -- -D warnings
+
+step "npm package: build (web + Node.js), pack, install the tarball into an empty folder"
+bash scripts/build-npm.sh
+TIDEKV_APP_DIR=$(node tests/node/package.mjs)
+export TIDEKV_APP_DIR
+echo "installed in $TIDEKV_APP_DIR"
+
+step "npm package under Node.js: files, lock, exit, bad input, types, cross-target with Rust"
+node --test tests/node/
+
+step "npm package in headless Chromium: IndexedDB, ticks, events (playwright-core)"
+node --test tests/browser/
+
+step "demo page end to end in headless Chromium (playwright-core)"
+(cd www && npm ci --no-audit --no-fund --loglevel=error)
+node --test www/test/
+
+step "benchmarks build and run against their peers (reduced run; no figure is checked)"
+scripts/bench.sh --quick
 
 echo
 echo "all checks passed in $(( $(date +%s) - start )) s"

@@ -21,7 +21,7 @@
 //! ```
 //!
 //! ## How it is built
-//! - [`core`](crate::core): the engine, a pure state machine with no I/O, no clock, no threads
+//! - [`crate::core`]: the engine, a pure state machine with no I/O, no clock, no threads
 //!   and no `std` (build with `--no-default-features` for a `no_std` target).
 //! - The native shell (on every target but `wasm32`): [`Store`], a `Send + Sync` handle over the
 //!   engine with a clock and a [`Backend`].
@@ -50,3 +50,8 @@ pub use native::*;
 
 #[cfg(all(feature = "std", target_arch = "wasm32"))]
 pub mod wasm;
+
+/// Compiles (and runs) the README's Rust examples, so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

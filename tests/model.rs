@@ -245,7 +245,7 @@ impl Harness {
                         m.in_flight.is_none(),
                         "a second batch while one is in flight"
                     );
-                    let keys: BTreeSet<Slot> = batch.records.iter().map(|r| slot_of(r)).collect();
+                    let keys: BTreeSet<Slot> = batch.records.iter().map(slot_of).collect();
                     assert_eq!(keys, m.dirty, "batch keys");
                     assert_eq!(
                         batch.records.len(),

@@ -90,6 +90,7 @@ fn metadata_and_tags_are_reported_in_camel_case() {
     assert_eq!(get(&got, "value").as_string().as_deref(), Some("v"));
     let meta = get(&got, "metadata");
     assert_eq!(get(&meta, "size").as_f64(), Some(1.0));
+    assert_eq!(get(&meta, "storedSize").as_f64(), Some(1.0));
     assert_eq!(get(&meta, "kind").as_string().as_deref(), Some("text"));
     let created = get(&meta, "createdAt").as_f64().unwrap();
     assert_eq!(get(&meta, "updatedAt").as_f64(), Some(created));
@@ -297,4 +298,81 @@ async fn closed_store_throws_closed() {
         .await
         .unwrap();
     thrown(s.get("k".into()), "Error", "Closed");
+}
+
+async fn sleep_ms(ms: u32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        let set_timeout: js_sys::Function = get(&global, "setTimeout").dyn_into().unwrap();
+        set_timeout
+            .call2(&JsValue::UNDEFINED, &resolve, &JsValue::from(ms))
+            .unwrap();
+    });
+    wasm_bindgen_futures::JsFuture::from(promise).await.unwrap();
+}
+
+#[wasm_bindgen_test]
+async fn expire_listeners_hear_lazy_expiry_with_key_and_namespace() {
+    let s = store();
+    let seen = js("globalThis.__tidekvSeen = []");
+    let listener = js("(key, ns) => globalThis.__tidekvSeen.push(`${key}@${ns}`)");
+    s.on("expire".into(), listener.clone()).unwrap();
+    let jobs = s.namespace("jobs".into()).unwrap();
+    s.set("a".into(), "1".into(), opts("{ ttl: 1 }")).unwrap();
+    jobs.set("b".into(), "2".into(), opts("{ ttl: 1 }"))
+        .unwrap();
+    sleep_ms(5).await;
+    assert!(s.get("a".into()).unwrap().is_undefined());
+    assert!(!jobs.has("b".into()).unwrap());
+    assert_eq!(
+        js_sys::JSON::stringify(&seen).unwrap(),
+        "[\"a@\",\"b@jobs\"]"
+    );
+    s.off("expire".into(), listener).unwrap();
+    s.set("c".into(), "3".into(), opts("{ ttl: 1 }")).unwrap();
+    sleep_ms(5).await;
+    assert!(!s.has("c".into()).unwrap());
+    assert_eq!(Array::from(&seen).length(), 2);
+}
+
+#[wasm_bindgen_test]
+fn listeners_need_a_known_event_and_a_function() {
+    let s = store();
+    let msg = thrown(
+        s.on("expired".into(), js("() => {}")),
+        "TypeError",
+        "InvalidType",
+    );
+    assert!(msg.contains("expired"), "{msg}");
+    thrown(
+        s.on("error".into(), "not a function".into()),
+        "TypeError",
+        "InvalidType",
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_flush_commits_every_earlier_write_and_closed_stores_refuse_work() {
+    let s = store();
+    s.set("k".into(), "v".into(), JsValue::UNDEFINED).unwrap();
+    let first = s.flush();
+    s.set("k2".into(), "v".into(), JsValue::UNDEFINED).unwrap();
+    let second = s.flush();
+    wasm_bindgen_futures::JsFuture::from(second).await.unwrap();
+    wasm_bindgen_futures::JsFuture::from(first).await.unwrap();
+    // Both writes were pending when the first queued flush ran: one batch carried them.
+    let stats = s.stats();
+    assert_eq!(get(&stats, "recordsFlushed").as_f64(), Some(2.0));
+    assert_eq!(get(&stats, "bufferBytes").as_f64(), Some(0.0));
+    wasm_bindgen_futures::JsFuture::from(s.close())
+        .await
+        .unwrap();
+    let err = wasm_bindgen_futures::JsFuture::from(s.flush())
+        .await
+        .unwrap_err();
+    assert_eq!(get(&err, "code").as_string().as_deref(), Some("Closed"));
+    let err = wasm_bindgen_futures::JsFuture::from(s.close())
+        .await
+        .unwrap_err();
+    assert_eq!(get(&err, "code").as_string().as_deref(), Some("Closed"));
 }

@@ -6,33 +6,84 @@
 //! `[min_interval, max_interval]`. This module never reads a clock: `now` is always passed in.
 
 use alloc::{boxed::Box, collections::BTreeSet};
+use core::borrow::Borrow;
+use core::cmp::Ordering;
 
 use super::NsId;
+
+/// One `(deadline, namespace, key)` of the index.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Due(u64, NsId, Box<str>);
+
+/// What the set is searched by: a `Due`, or a borrowed `(deadline, namespace, &key)`, so that
+/// removing an entry needs no allocation.
+trait DueKey {
+    fn parts(&self) -> (u64, NsId, &str);
+}
+
+impl DueKey for Due {
+    fn parts(&self) -> (u64, NsId, &str) {
+        (self.0, self.1, &self.2)
+    }
+}
+
+impl DueKey for (u64, NsId, &str) {
+    fn parts(&self) -> (u64, NsId, &str) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn DueKey + 'a> for Due {
+    fn borrow(&self) -> &(dyn DueKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn DueKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn DueKey + '_ {}
+
+impl PartialOrd for dyn DueKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn DueKey + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // The same order as the derived `Ord` of `Due`.
+        self.parts().cmp(&other.parts())
+    }
+}
 
 /// The ordered (deadline, namespace, key) index.
 #[derive(Default)]
 pub(crate) struct DeadlineIndex {
-    set: BTreeSet<(u64, NsId, Box<str>)>,
+    set: BTreeSet<Due>,
 }
 
 impl DeadlineIndex {
     pub fn insert(&mut self, deadline: u64, ns: NsId, key: &str) {
-        self.set.insert((deadline, ns, key.into()));
+        self.set.insert(Due(deadline, ns, key.into()));
     }
 
     pub fn remove(&mut self, deadline: u64, ns: NsId, key: &str) {
-        self.set.remove(&(deadline, ns, Box::<str>::from(key)));
+        self.set.remove(&(deadline, ns, key) as &dyn DueKey);
     }
 
     /// The earliest deadline, if any key has a TTL.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.set.first().map(|(d, _, _)| *d)
+        self.set.first().map(|due| due.0)
     }
 
     /// Removes and returns the earliest entry if its deadline is at or before `now`.
     pub fn pop_due(&mut self, now: u64) -> Option<(u64, NsId, Box<str>)> {
         match self.set.first() {
-            Some((deadline, _, _)) if *deadline <= now => self.set.pop_first(),
+            Some(due) if due.0 <= now => self.set.pop_first().map(|Due(d, ns, key)| (d, ns, key)),
             _ => None,
         }
     }

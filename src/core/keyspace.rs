@@ -47,6 +47,9 @@ impl Kind {
 pub struct Metadata {
     /// Logical size of the value in bytes (after decompression).
     pub size: u64,
+    /// Size of the value as a persistent backend stores it: the LZ4 block when `compressed`,
+    /// else equal to `size`. Computed when asked for.
+    pub stored_size: u64,
     /// When the key was first written (ms since the Unix epoch). Overwriting a live key keeps it.
     pub created_at: u64,
     /// When the value, TTL or tags last changed (ms since the Unix epoch).
@@ -82,6 +85,11 @@ impl Entry {
     pub fn metadata(&self) -> Metadata {
         Metadata {
             size: self.value.len() as u64,
+            stored_size: if self.compressed {
+                lz4_flex::block::compress(&self.value).len() as u64
+            } else {
+                self.value.len() as u64
+            },
             created_at: self.created_at,
             updated_at: self.updated_at,
             expires_at: self.expires_at,

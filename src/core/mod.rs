@@ -9,11 +9,12 @@
 pub mod buffer;
 pub mod expiry;
 pub mod keyspace;
+pub mod log;
 pub mod record;
 pub mod stats;
 mod tags;
 
-use alloc::{string::String, vec::Vec};
+use alloc::{boxed::Box, string::String, vec::Vec};
 use bytes::Bytes;
 use hashbrown::HashMap;
 
@@ -182,6 +183,10 @@ impl Engine {
     /// The id of namespace `name`, creating it if needed. `""` is the default namespace (id 0);
     /// other names follow the key rules.
     pub fn namespace(&mut self, name: &str) -> Result<NsId> {
+        if name.is_empty() && !self.spaces.is_empty() {
+            // The default namespace, created first by `new` (the common case of a replay).
+            return Ok(0);
+        }
         if let Some(id) = self.space_ids.get(name) {
             return Ok(*id);
         }
@@ -230,28 +235,96 @@ impl Engine {
         tag_list.sort_unstable();
         tag_list.dedup();
 
-        self.expire_if_due(ns, key, now);
-        let old = self.remove_entry(ns, key);
         let compressed =
             self.config.compression && value.len() >= self.config.compression_threshold;
-        let entry = Entry {
-            value,
-            created_at: old.as_ref().map_or(now, |e| e.created_at),
-            updated_at: now,
-            expires_at,
-            tags: tag_list.into_iter().map(Into::into).collect(),
-            kind,
-            compressed,
-        };
-        self.insert_entry(ns, key, entry);
-        self.mark(ns, key, now);
+        self.expire_if_due(ns, key, now);
+        let space = &mut self.spaces[ns as usize];
+        let record_size = record::put_size(
+            space.name.len(),
+            key.len(),
+            tag_list.iter().map(|t| t.len()),
+            value.len(),
+        );
+        if let Some(entry) = space.map.get_mut(key) {
+            // Overwrite in place: the key keeps its allocation, and the deadline and tag
+            // indexes change only where they differ — the same end state as remove + insert.
+            self.stats.value_bytes =
+                self.stats.value_bytes - entry.value.len() as u64 + value.len() as u64;
+            if entry.expires_at != expires_at {
+                if let Some(d) = entry.expires_at {
+                    self.deadlines.remove(d, ns, key);
+                }
+                if let Some(d) = expires_at {
+                    self.deadlines.insert(d, ns, key);
+                }
+            }
+            if entry.tags.len() != tag_list.len()
+                || entry.tags.iter().zip(&tag_list).any(|(a, b)| **a != **b)
+            {
+                let tags: Box<[Box<str>]> = tag_list.into_iter().map(Into::into).collect();
+                space.tags.remove(key, &entry.tags);
+                space.tags.add(key, &tags);
+                entry.tags = tags;
+            }
+            entry.value = value;
+            entry.updated_at = now;
+            entry.expires_at = expires_at;
+            entry.kind = kind;
+            entry.compressed = compressed;
+        } else {
+            let entry = Entry {
+                value,
+                created_at: now,
+                updated_at: now,
+                expires_at,
+                tags: tag_list.into_iter().map(Into::into).collect(),
+                kind,
+                compressed,
+            };
+            self.insert_entry(ns, key, entry);
+        }
+        let space = &mut self.spaces[ns as usize];
+        self.buffer.mark(&mut space.pending, key, record_size, now);
         self.stats.sets += 1;
         Ok(())
     }
 
     /// The value and kind under `key`, if it is live. Counts a hit or a miss.
     pub fn get(&mut self, ns: NsId, key: &str, now: u64) -> Result<Option<(Bytes, Kind)>> {
-        Ok(self.read(ns, key, now)?.map(|e| (e.value.clone(), e.kind)))
+        self.read(ns, key, now, |e| (e.value.clone(), e.kind))
+    }
+
+    /// [`get`](Engine::get) for a shell whose clock read is not free: `now` is called only
+    /// when the answer depends on the time (the entry has a TTL), at most once. Same answer,
+    /// same counters and the same lazy expiry as `get(ns, key, now())`.
+    pub fn get_lazy(
+        &mut self,
+        ns: NsId,
+        key: &str,
+        now: &mut dyn FnMut() -> u64,
+    ) -> Result<Option<(Bytes, Kind)>> {
+        validate_key(key)?;
+        self.stats.gets += 1;
+        let expired_at = match self.spaces[ns as usize].map.get(key) {
+            None => {
+                self.stats.misses += 1;
+                return Ok(None);
+            }
+            Some(entry) => {
+                let now = entry.expires_at.map(|deadline| (now(), deadline));
+                match now {
+                    Some((now, deadline)) if now >= deadline => now,
+                    _ => {
+                        let answer = (entry.value.clone(), entry.kind);
+                        self.stats.hits += 1;
+                        return Ok(Some(answer));
+                    }
+                }
+            }
+        };
+        self.expire_if_due(ns, key, expired_at);
+        self.stats.misses += 1;
+        Ok(None)
     }
 
     /// The value and metadata under `key`, if it is live. Counts a hit or a miss.
@@ -261,29 +334,49 @@ impl Engine {
         key: &str,
         now: u64,
     ) -> Result<Option<(Bytes, Metadata)>> {
-        Ok(self
-            .read(ns, key, now)?
-            .map(|e| (e.value.clone(), e.metadata())))
+        self.read(ns, key, now, |e| (e.value.clone(), e.metadata()))
     }
 
-    fn read(&mut self, ns: NsId, key: &str, now: u64) -> Result<Option<&Entry>> {
+    /// Looks `key` up once: a live entry is answered through `f`; an expired one is removed
+    /// (lazy expiry). Counts a hit or a miss.
+    fn read<R>(
+        &mut self,
+        ns: NsId,
+        key: &str,
+        now: u64,
+        f: impl FnOnce(&Entry) -> R,
+    ) -> Result<Option<R>> {
         validate_key(key)?;
         self.stats.gets += 1;
-        self.expire_if_due(ns, key, now);
-        let found = self.spaces[ns as usize].map.get(key);
-        if found.is_some() {
-            self.stats.hits += 1;
-        } else {
-            self.stats.misses += 1;
+        match self.spaces[ns as usize].map.get(key) {
+            Some(entry) if entry.is_live(now) => {
+                let answer = f(entry);
+                self.stats.hits += 1;
+                Ok(Some(answer))
+            }
+            Some(_) => {
+                self.expire_if_due(ns, key, now);
+                self.stats.misses += 1;
+                Ok(None)
+            }
+            None => {
+                self.stats.misses += 1;
+                Ok(None)
+            }
         }
-        Ok(found)
     }
 
     /// Whether `key` is live.
     pub fn contains(&mut self, ns: NsId, key: &str, now: u64) -> Result<bool> {
         validate_key(key)?;
-        self.expire_if_due(ns, key, now);
-        Ok(self.spaces[ns as usize].map.contains_key(key))
+        match self.spaces[ns as usize].map.get(key) {
+            Some(entry) if entry.is_live(now) => Ok(true),
+            Some(_) => {
+                self.expire_if_due(ns, key, now);
+                Ok(false)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Removes `key`; true if it was live.
@@ -466,6 +559,19 @@ impl Engine {
                 .is_some_and(|t| now.saturating_sub(t) >= self.config.flush_interval_ms)
     }
 
+    /// [`flush_due`](Engine::flush_due), calling `now` only when the answer depends on the
+    /// time (something is pending, no batch is in flight, and the buffer is not full).
+    pub fn flush_due_lazy(&self, now: &mut dyn FnMut() -> u64) -> bool {
+        if self.buffer.in_flight.is_some() || self.buffer.pending_keys == 0 {
+            return false;
+        }
+        self.buffer.pending_bytes >= self.config.buffer_size
+            || self
+                .buffer
+                .oldest_at
+                .is_some_and(|t| now().saturating_sub(t) >= self.config.flush_interval_ms)
+    }
+
     /// Whether anything is pending or in flight.
     pub fn has_unflushed(&self) -> bool {
         self.buffer.pending_keys > 0 || self.buffer.in_flight.is_some()
@@ -483,7 +589,7 @@ impl Engine {
                 keys.push((ns as NsId, key, dirty.seq));
             }
         }
-        keys.sort_unstable_by_key(|(_, _, seq)| *seq);
+        sort_by_seq(&mut keys);
         let records: Vec<Record> = keys
             .iter()
             .map(|(ns, key, _)| self.state(*ns, key))
@@ -575,18 +681,45 @@ impl Engine {
         let ns = self.namespace(record.namespace())?;
         match record {
             Record::Put(p) => {
-                self.remove_entry(ns, &p.key);
-                if p.expires_at.is_none_or(|d| now < d) {
-                    let entry = Entry {
-                        value: p.value,
-                        created_at: p.created_at,
-                        updated_at: p.updated_at,
-                        expires_at: p.expires_at,
-                        tags: p.tags.into_iter().map(Into::into).collect(),
-                        kind: p.kind,
-                        compressed: p.compressed,
-                    };
-                    self.insert_entry(ns, &p.key, entry);
+                if p.expires_at.is_some_and(|d| now >= d) {
+                    self.remove_entry(ns, &p.key);
+                    return Ok(());
+                }
+                let entry = Entry {
+                    value: p.value,
+                    created_at: p.created_at,
+                    updated_at: p.updated_at,
+                    expires_at: p.expires_at,
+                    tags: p.tags.into_iter().map(String::into_boxed_str).collect(),
+                    kind: p.kind,
+                    compressed: p.compressed,
+                };
+                // One hash lookup per record, and the record's own key allocation becomes the
+                // map's key. Same end state as remove + insert: the old entry leaves the
+                // indexes before the new one enters them.
+                let Engine {
+                    spaces,
+                    deadlines,
+                    stats,
+                    ..
+                } = self;
+                let space = &mut spaces[ns as usize];
+                match space.map.entry(p.key.into_boxed_str()) {
+                    hashbrown::hash_map::Entry::Occupied(mut o) => {
+                        let key: &str = o.key();
+                        let old = o.get();
+                        if let Some(d) = old.expires_at {
+                            deadlines.remove(d, ns, key);
+                        }
+                        stats.value_bytes -= old.value.len() as u64;
+                        space.tags.remove(key, &old.tags);
+                        index(deadlines, stats, &mut space.tags, ns, key, &entry);
+                        o.insert(entry);
+                    }
+                    hashbrown::hash_map::Entry::Vacant(v) => {
+                        index(deadlines, stats, &mut space.tags, ns, v.key(), &entry);
+                        v.insert(entry);
+                    }
                 }
             }
             Record::Delete { key, .. } => {
@@ -667,13 +800,21 @@ impl Engine {
     }
 
     fn insert_entry(&mut self, ns: NsId, key: &str, entry: Entry) {
-        if let Some(d) = entry.expires_at {
-            self.deadlines.insert(d, ns, key);
-        }
-        self.stats.value_bytes += entry.value.len() as u64;
-        let space = self.space(ns);
-        space.tags.add(key, &entry.tags);
-        space.map.insert(key.into(), entry);
+        self.index_entry(ns, key, &entry);
+        self.space(ns).map.insert(key.into(), entry);
+    }
+
+    /// Adds an entry about to enter the map to the indexes and counters.
+    fn index_entry(&mut self, ns: NsId, key: &str, entry: &Entry) {
+        let space = &mut self.spaces[ns as usize];
+        index(
+            &mut self.deadlines,
+            &mut self.stats,
+            &mut space.tags,
+            ns,
+            key,
+            entry,
+        );
     }
 
     fn remove_entry(&mut self, ns: NsId, key: &str) -> Option<Entry> {
@@ -723,6 +864,47 @@ impl Engine {
     }
 }
 
+/// Adds an entry about to enter a namespace's map to the deadline and tag indexes and the
+/// counters (a free function, so callers can hold a borrow of the map meanwhile).
+fn index(
+    deadlines: &mut DeadlineIndex,
+    stats: &mut Stats,
+    tags: &mut tags::TagIndex,
+    ns: NsId,
+    key: &str,
+    entry: &Entry,
+) {
+    if let Some(d) = entry.expires_at {
+        deadlines.insert(d, ns, key);
+    }
+    stats.value_bytes += entry.value.len() as u64;
+    tags.add(key, &entry.tags);
+}
+
+/// Puts pending keys in change order. Sequence numbers are unique and, in a batch, usually
+/// dense (most keys changed once), so they are placed by offset in one pass; a sparse range
+/// (a few keys changed many times) falls back to a comparison sort.
+fn sort_by_seq(keys: &mut Vec<(NsId, Box<str>, u64)>) {
+    let (Some(min), Some(max)) = (
+        keys.iter().map(|k| k.2).min(),
+        keys.iter().map(|k| k.2).max(),
+    ) else {
+        return;
+    };
+    let range = (max - min) as usize + 1;
+    if range > keys.len().saturating_mul(4) {
+        keys.sort_unstable_by_key(|(_, _, seq)| *seq);
+        return;
+    }
+    let mut slots: Vec<Option<(NsId, Box<str>, u64)>> = Vec::new();
+    slots.resize_with(range, || None);
+    for k in keys.drain(..) {
+        let at = (k.2 - min) as usize;
+        slots[at] = Some(k);
+    }
+    keys.extend(slots.into_iter().flatten());
+}
+
 fn put_record(namespace: &str, key: &str, entry: &Entry) -> PutRecord {
     PutRecord {
         namespace: namespace.into(),
@@ -734,5 +916,126 @@ fn put_record(namespace: &str, key: &str, entry: &Entry) -> PutRecord {
         expires_at: entry.expires_at,
         tags: entry.tags.iter().map(|t| String::from(&**t)).collect(),
         compressed: entry.compressed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_700_000_000_000;
+    const NO_TAGS: [&str; 0] = [];
+
+    fn engine() -> Engine {
+        Engine::new(Config::default()).unwrap()
+    }
+
+    fn set(e: &mut Engine, key: &str, ttl: Option<u64>, tags: &[&str], now: u64) {
+        e.set(0, key, Bytes::from_static(b"v"), Kind::Text, ttl, tags, now)
+            .unwrap();
+    }
+
+    #[test]
+    fn get_lazy_reads_the_clock_only_for_a_key_with_a_ttl() {
+        let mut e = engine();
+        set(&mut e, "plain", None, &NO_TAGS, T0);
+        set(&mut e, "ttl", Some(1_000), &NO_TAGS, T0);
+        let mut reads = 0;
+        let mut clock = || {
+            reads += 1;
+            T0 + 10
+        };
+        assert!(e.get_lazy(0, "plain", &mut clock).unwrap().is_some());
+        assert!(e.get_lazy(0, "missing", &mut clock).unwrap().is_none());
+        assert!(e.get_lazy(0, "ttl", &mut clock).unwrap().is_some());
+        assert_eq!(reads, 1);
+    }
+
+    #[test]
+    fn get_lazy_answers_counts_and_expires_exactly_like_get() {
+        let (mut a, mut b) = (engine(), engine());
+        for e in [&mut a, &mut b] {
+            set(e, "plain", None, &NO_TAGS, T0);
+            set(e, "soon", Some(100), &["t"], T0);
+            set(e, "later", Some(10_000), &NO_TAGS, T0);
+        }
+        let at = T0 + 100; // "soon" is due (a deadline is exclusive)
+        for key in ["plain", "soon", "later", "missing", "soon"] {
+            assert_eq!(
+                a.get(0, key, at).unwrap(),
+                b.get_lazy(0, key, &mut || at).unwrap()
+            );
+        }
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!(
+            (
+                sa.gets,
+                sa.hits,
+                sa.misses,
+                sa.expired_lazy,
+                sa.keys,
+                sa.buffer_bytes
+            ),
+            (
+                sb.gets,
+                sb.hits,
+                sb.misses,
+                sb.expired_lazy,
+                sb.keys,
+                sb.buffer_bytes
+            )
+        );
+        assert_eq!(a.pending_records(), b.pending_records());
+        assert_eq!(sb.expired_lazy, 1);
+    }
+
+    #[test]
+    fn flush_due_lazy_agrees_with_flush_due_and_skips_the_clock_when_nothing_is_pending() {
+        let mut e = engine();
+        let mut reads = 0;
+        assert!(!e.flush_due_lazy(&mut || {
+            reads += 1;
+            T0
+        }));
+        assert_eq!(reads, 0);
+        set(&mut e, "k", None, &NO_TAGS, T0);
+        for at in [T0, T0 + 999, T0 + 1_000] {
+            assert_eq!(e.flush_due(at), e.flush_due_lazy(&mut || at));
+        }
+    }
+
+    #[test]
+    fn overwriting_in_place_moves_the_deadline_and_tags_and_keeps_created_at() {
+        let mut e = engine();
+        set(&mut e, "k", Some(100), &["a", "b"], T0);
+        set(&mut e, "k", None, &["b", "c"], T0 + 50);
+        let (_, meta) = e.get_with_metadata(0, "k", T0 + 50).unwrap().unwrap();
+        assert_eq!((meta.created_at, meta.updated_at), (T0, T0 + 50));
+        assert_eq!(meta.expires_at, None);
+        assert_eq!(e.query_by_tags(0, &["a"], T0 + 50), Vec::<String>::new());
+        assert_eq!(
+            e.query_by_tags(0, &["b", "c"], T0 + 50),
+            vec!["k".to_string()]
+        );
+        // The old deadline is gone from the index: nothing to sweep, the key stays.
+        assert_eq!(e.sweep(T0 + 200, 10).expired, 0);
+        assert!(e.contains(0, "k", T0 + 200).unwrap());
+        set(&mut e, "k", Some(100), &NO_TAGS, T0 + 300);
+        assert_eq!(e.sweep(T0 + 400, 10).expired, 1);
+        assert_eq!(e.stats().value_bytes, 0);
+    }
+
+    #[test]
+    fn a_batch_lists_changes_in_change_order_dense_or_sparse() {
+        let mut e = engine();
+        for key in ["c", "a", "b"] {
+            set(&mut e, key, None, &NO_TAGS, T0);
+        }
+        for _ in 0..100 {
+            set(&mut e, "a", None, &NO_TAGS, T0); // "a" moves to the end, seqs now sparse
+        }
+        let batch = e.take_batch().unwrap();
+        let keys: Vec<&str> = batch.records.iter().map(Record::key).collect();
+        assert_eq!(keys, ["c", "b", "a"]);
     }
 }

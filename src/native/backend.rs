@@ -5,6 +5,11 @@
 //! (a server such as Redis: the engine is a write-back cache in front of it and asks the backend
 //! on a miss). Either way data flows one way: the store hands the backend a [`Batch`]; the batch
 //! counts as written only when [`Backend::write`] returns `Ok`.
+//!
+//! A backend that keeps a log on disk can also compact it ([`Backend::begin_compaction`]) and
+//! report its files ([`Backend::disk_stats`]); the defaults say "nothing to compact, no disk".
+
+use std::path::PathBuf;
 
 use crate::{Batch, Record, Result};
 
@@ -43,4 +48,85 @@ pub trait Backend: Send + 'static {
     fn close(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// Starts a compaction. The store calls it with no batch in flight, passing every live
+    /// entry as a Put record (pending changes included). The backend must arrange that batches
+    /// written from now on replay *after* the compacted data, then return a job the store runs
+    /// without holding the backend's lock — flushes go on meanwhile. `Ok(None)`: nothing to
+    /// compact (the default).
+    fn begin_compaction(&mut self, live: Vec<Record>) -> Result<Option<Box<dyn Compaction>>> {
+        let _ = live;
+        Ok(None)
+    }
+
+    /// Whether enough of the stored data is dead that an automatic compaction should start.
+    /// Asked after each successful flush, so it must be cheap. Default: `false`.
+    fn compaction_due(&mut self) -> bool {
+        false
+    }
+
+    /// Counters of the files behind the store, for backends that have any. Default: `None`.
+    fn disk_stats(&self) -> Option<DiskStats> {
+        None
+    }
+}
+
+/// A compaction in progress: rewrites the live records and swaps them in. See
+/// [`Backend::begin_compaction`].
+pub trait Compaction: Send {
+    /// Writes the compacted data and swaps it in. On error the old data stays in place and the
+    /// store is exactly as it was.
+    fn run(self: Box<Self>) -> Result<CompactionReport>;
+}
+
+/// What a compaction did. `before` counts the log as it was when the compaction began, `after`
+/// the rewritten live data that replaced it (writes made during the compaction are in neither).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Bytes of the segments that were replaced.
+    pub bytes_before: u64,
+    /// Bytes of the segments that replaced them.
+    pub bytes_after: u64,
+    /// Records in the replaced segments.
+    pub records_before: u64,
+    /// Records written: one per live key.
+    pub records_after: u64,
+    /// Records that are gone: overwritten, deleted or expired (`records_before - records_after`,
+    /// at least 0).
+    pub records_dropped: u64,
+    /// Segment files replaced.
+    pub segments_before: usize,
+    /// Segment files written.
+    pub segments_after: usize,
+}
+
+/// The files behind a file-backed store: see [`Store::disk_stats`](super::Store::disk_stats).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DiskStats {
+    /// The database directory.
+    pub dir: PathBuf,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes in all segment files.
+    pub disk_bytes: u64,
+    /// Bytes of records that still describe a live key (an estimate: keys are tracked by a
+    /// 64-bit hash, and expiry is noticed every few seconds).
+    pub live_bytes: u64,
+    /// `disk_bytes - live_bytes`: what a compaction would reclaim, roughly.
+    pub dead_bytes: u64,
+    /// Records in all segment files.
+    pub records: u64,
+    /// Records replayed when the store was opened.
+    pub records_replayed: u64,
+    /// Records dropped at open because their TTL had passed.
+    pub expired_at_open: u64,
+    /// Bytes of a torn last write truncated at open.
+    pub torn_tail_bytes: u64,
+    /// Bad records skipped at open (only with
+    /// [`Options::skip_corrupt_records`](super::Options::skip_corrupt_records)).
+    pub corrupt_records_skipped: u64,
+    /// Compactions finished since the store was opened.
+    pub compactions: u64,
+    /// Compactions that failed since the store was opened (the old data stayed in place).
+    pub compaction_failures: u64,
 }

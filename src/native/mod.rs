@@ -1,16 +1,27 @@
-//! The native shell: everything that needs `std` — locks, the clock, backends.
+//! The native shell: everything that needs `std` — locks, the clock, threads, files.
+//!
+//! - `store`: [`Store`]/[`Namespace`] handles over the engine and a [`Backend`].
+//! - `file_log`: the crash-safe file log behind [`Store::open`] (layout in
+//!   [`crate::core::log`]); `lock`: its one-process-per-database lock.
+//! - `syncer`: the [`Syncer`] thread that flushes and sweeps many stores.
 //!
 //! It owns time and I/O and nothing else: what a call means is decided by the engine in
 //! [`crate::core`].
 
 mod backend;
 mod clock;
+mod file_log;
+mod lock;
 mod memory;
 mod options;
 mod store;
+mod syncer;
 
-pub use backend::{Backend, Role};
+pub use backend::{Backend, Compaction, CompactionReport, DiskStats, Role};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryBackend;
-pub use options::{Options, SetOptions};
+pub use options::{
+    Durability, Options, SetOptions, DEFAULT_COMPACTION_MIN_SIZE, DEFAULT_SEGMENT_SIZE,
+};
 pub use store::{Namespace, Store};
+pub use syncer::Syncer;

@@ -2,18 +2,34 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use super::{Clock, SystemClock};
+use super::syncer::SyncerShared;
+use super::{Clock, Syncer, SystemClock};
 use crate::{core::Config, Error, Kind, Result};
 
 /// A callback for keys removed by expiry: `(namespace, key)`.
 pub(crate) type ExpireCallback = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
+/// How far [`Store::flush`](super::Store::flush) takes a batch of a file-backed store before it
+/// returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Written to the operating system: survives the process being killed (even `SIGKILL`),
+    /// not a power loss or kernel crash. Fast.
+    Buffered,
+    /// Written and `fsync`ed (data) on every flush: survives a power loss once `flush()`
+    /// returned. The default.
+    #[default]
+    Fsync,
+}
+
 /// How a store is opened. Every option has a default; set only what you need.
 ///
 /// ```
 /// use std::time::Duration;
-/// use tidekv::Options;
+/// use tidekv::{Durability, Options};
 /// let options = Options::default()
+///     .db("sessions")
+///     .durability(Durability::Fsync)
 ///     .buffer_size(4 * 1024 * 1024)
 ///     .flush_interval(Duration::from_millis(200))
 ///     .max_value_size(1024 * 1024);
@@ -23,6 +39,54 @@ pub struct Options {
     pub(crate) config: Config,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) on_expire: Option<ExpireCallback>,
+    pub(crate) db: String,
+    pub(crate) log: LogOptions,
+    pub(crate) syncer: Option<Arc<SyncerShared>>,
+}
+
+/// The file-log part of [`Options`].
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct LogOptions {
+    pub durability: Durability,
+    pub segment_size: u64,
+    pub compaction_ratio: f64,
+    pub compaction_min_size: u64,
+    pub skip_corrupt: bool,
+}
+
+/// The default segment size: 64 MiB.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+/// The default minimum log size for automatic compaction: 16 MiB.
+pub const DEFAULT_COMPACTION_MIN_SIZE: u64 = 16 * 1024 * 1024;
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            durability: Durability::Fsync,
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            compaction_ratio: 0.5,
+            compaction_min_size: DEFAULT_COMPACTION_MIN_SIZE,
+            skip_corrupt: false,
+        }
+    }
+}
+
+impl LogOptions {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |option: &str, reason: &str| {
+            Err(Error::InvalidOption {
+                option: option.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.segment_size < 1024 {
+            return bad("segment_size", "must be at least 1 KiB");
+        }
+        if !(self.compaction_ratio > 0.0 && self.compaction_ratio <= 1.0) {
+            return bad("compaction_ratio", "must be above 0 and at most 1");
+        }
+        Ok(())
+    }
 }
 
 impl Default for Options {
@@ -31,6 +95,9 @@ impl Default for Options {
             config: Config::default(),
             clock: Arc::new(SystemClock),
             on_expire: None,
+            db: "default".into(),
+            log: LogOptions::default(),
+            syncer: None,
         }
     }
 }
@@ -39,6 +106,9 @@ impl fmt::Debug for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Options")
             .field("config", &self.config)
+            .field("db", &self.db)
+            .field("log", &self.log)
+            .field("syncer", &self.syncer.is_some())
             .field("on_expire", &self.on_expire.is_some())
             .finish_non_exhaustive()
     }
@@ -98,6 +168,68 @@ impl Options {
     /// Smallest value compressed when compression is on, in bytes. Default 1,024.
     pub fn compression_threshold(mut self, bytes: usize) -> Self {
         self.config.compression_threshold = bytes;
+        self
+    }
+
+    /// Which database of the directory [`Store::open`](super::Store::open) opens: `dir/<name>/`.
+    /// Default `"default"`. A name is 1..=128 bytes of ASCII letters, digits, `-`, `_` and `.`,
+    /// and never `.` or `..`; anything else fails the open with [`Error::InvalidName`] before
+    /// anything is created. Ignored by [`Store::memory`](super::Store::memory).
+    pub fn db(mut self, name: impl Into<String>) -> Self {
+        self.db = name.into();
+        self
+    }
+
+    /// How durable a flush of a file-backed store is before it returns. Default
+    /// [`Durability::Fsync`]; [`Durability::Buffered`] trades power-loss safety for speed.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.log.durability = durability;
+        self
+    }
+
+    /// Size in bytes at which the file log starts a new segment file. Default 64 MiB; at least
+    /// 1 KiB. A batch is never split, so a segment can end up larger. Smaller segments make
+    /// compaction's rewrite granularity finer but mean more files.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.log.segment_size = bytes;
+        self
+    }
+
+    /// Automatic compaction starts (in a background thread) once at least this share of the
+    /// log on disk is dead — overwritten, deleted or expired records. Default 0.5; above 0 and
+    /// at most 1, where 1 turns automatic compaction off ([`Store::compact`](super::Store::compact)
+    /// still works).
+    pub fn compaction_ratio(mut self, ratio: f64) -> Self {
+        self.log.compaction_ratio = ratio;
+        self
+    }
+
+    /// Automatic compaction never runs while the log is smaller than this, in bytes. Default
+    /// 16 MiB.
+    pub fn compaction_min_size(mut self, bytes: u64) -> Self {
+        self.log.compaction_min_size = bytes;
+        self
+    }
+
+    /// What opening a file-backed store does with a record that fails its checks in the middle
+    /// of the log (not a torn tail, which is always truncated). Default `false`: the open fails
+    /// with [`Error::Corrupt`] naming the file and offset, and nothing on disk is changed. With
+    /// `true` the bad bytes are skipped (counted in
+    /// [`DiskStats::corrupt_records_skipped`](super::DiskStats::corrupt_records_skipped), with a
+    /// warning on stderr) and the open goes on; an older record of the
+    /// same key may then be what the store holds. The bad bytes stay on disk until the next
+    /// compaction.
+    pub fn skip_corrupt_records(mut self, skip: bool) -> Self {
+        self.log.skip_corrupt = skip;
+        self
+    }
+
+    /// Hands the store to a background [`Syncer`] that flushes it every interval, sweeps
+    /// expired keys and flushes promptly when the buffer fills. Default: none — the store then
+    /// flushes on [`flush`](super::Store::flush), when the buffer fills (in the writing thread)
+    /// and on close.
+    pub fn syncer(mut self, syncer: &Syncer) -> Self {
+        self.syncer = Some(syncer.shared());
         self
     }
 }

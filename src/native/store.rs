@@ -1,24 +1,41 @@
 //! [`Store`] and [`Namespace`]: `Send + Sync` handles over one engine and one backend.
 //!
 //! Locking: the engine sits behind one short-held mutex; the backend behind another that only
-//! flushes take. A flush takes a batch under the engine lock, releases it, writes the batch,
-//! then acks under the engine lock again — so reads and writes never wait for I/O, and a write
-//! that lands during a flush simply goes into the next batch.
+//! flushes and compactions take. A flush takes a batch under the engine lock, releases it,
+//! writes the batch, then acks under the engine lock again — so reads and writes never wait for
+//! I/O, and a write that lands during a flush simply goes into the next batch. Lock order, where
+//! more than one is held: compaction → backend → engine. No lock is held while a user callback
+//! runs.
 
 use std::ops::Deref;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::backend::{CompactionReport, DiskStats};
+use super::file_log::{sync_dir, FileLog};
 use super::options::{ttl_ms, ExpireCallback};
+use super::syncer::SyncerShared;
 use super::{Backend, Clock, MemoryBackend, Options, SetOptions};
-use crate::core::{Engine, NsId};
-use crate::{Error, Kind, Metadata, Result, Stats};
+use crate::core::{log::validate_db_name, Engine, NsId};
+use crate::{Error, Kind, Metadata, Record, Result, Stats};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in a user callback must not make the store unusable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The longest a failed flush waits before the next automatic attempt.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Delay before automatic flush attempt number `failures + 1`: 100 ms, doubling, at most 5 s.
+fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(6);
+    (Duration::from_millis(100) * (1u32 << exp)).min(MAX_BACKOFF)
 }
 
 struct State {
@@ -26,11 +43,25 @@ struct State {
     closed: bool,
 }
 
-struct Shared {
+/// When automatic work is next due for one store.
+struct Schedule {
+    next_sweep: Instant,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+pub(crate) struct Shared {
     state: Mutex<State>,
     backend: Mutex<Box<dyn Backend>>,
+    /// Held for a whole compaction, and by close (which so waits for one to finish).
+    compaction: Mutex<()>,
+    compacting: AtomicBool,
+    schedule: Mutex<Schedule>,
+    /// Set when the buffer filled and the syncer was asked for a prompt flush.
+    flush_requested: AtomicBool,
     clock: Arc<dyn Clock>,
     on_expire: Option<ExpireCallback>,
+    syncer: Option<Arc<SyncerShared>>,
 }
 
 impl Shared {
@@ -38,25 +69,80 @@ impl Shared {
         self.clock.now_ms()
     }
 
-    /// Runs `f` on the engine under the lock, then fires expiry callbacks outside it.
-    fn with<R>(&self, f: impl FnOnce(&mut Engine, u64) -> Result<R>) -> Result<R> {
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+
+    fn syncer_running(&self) -> bool {
+        self.syncer.as_ref().is_some_and(|s| s.is_running())
+    }
+
+    /// Runs `f` on the engine under the lock, then fires expiry callbacks outside it, then
+    /// starts a flush if one is due (a syncer's, or inline without one).
+    fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut Engine, u64) -> Result<R>) -> Result<R> {
         let now = self.now();
-        let (result, expired, flush_due) = {
+        let (result, expired, flush_due, full) = {
             let mut state = lock(&self.state);
             if state.closed {
                 return Err(Error::Closed);
             }
             let result = f(&mut state.engine, now);
             let expired = self.on_expire.as_ref().map(|_| state.engine.take_expired());
-            (result, expired, state.engine.flush_due(now))
+            let engine = &state.engine;
+            let full = engine.pending_bytes() >= engine.config().buffer_size;
+            (result, expired, engine.flush_due(now), full)
         };
+        self.after_call(expired, flush_due, full);
+        result
+    }
+
+    /// [`with`](Shared::with) for a call whose answer may not depend on the time: the clock is
+    /// read only if the engine asks for it (a key with a TTL, a flush that may be due). A clock
+    /// read costs a system call on some virtual machines — more than the rest of a get.
+    fn with_lazy_now<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Engine, &mut dyn FnMut() -> u64) -> Result<R>,
+    ) -> Result<R> {
+        let mut at = None;
+        let mut now = || *at.get_or_insert_with(|| self.now());
+        let (result, expired, flush_due, full) = {
+            let mut state = lock(&self.state);
+            if state.closed {
+                return Err(Error::Closed);
+            }
+            let result = f(&mut state.engine, &mut now);
+            let expired = self.on_expire.as_ref().map(|_| state.engine.take_expired());
+            let engine = &state.engine;
+            let full = engine.pending_bytes() >= engine.config().buffer_size;
+            (result, expired, engine.flush_due_lazy(&mut now), full)
+        };
+        self.after_call(expired, flush_due, full);
+        result
+    }
+
+    /// What every call does after the engine lock is released: expiry callbacks, then a flush
+    /// if one is due.
+    fn after_call(
+        self: &Arc<Self>,
+        expired: Option<Vec<(String, String)>>,
+        flush_due: bool,
+        full: bool,
+    ) {
         self.notify_expired(expired);
         if flush_due {
-            // A writer never waits longer than one flush; a failure stays buffered and is
-            // reported by `flush()`, `stats().last_error` and the next attempt.
-            let _ = self.flush();
+            if self.syncer_running() {
+                // The syncer flushes on its interval; a full buffer gets it out of bed now.
+                if full && !self.flush_requested.swap(true, Ordering::SeqCst) {
+                    if let Some(syncer) = &self.syncer {
+                        syncer.wake();
+                    }
+                }
+            } else if self.retry_allowed(Instant::now()) {
+                // A writer never waits longer than one flush; a failure stays buffered, is
+                // reported by `flush()` and `last_error`, and is retried after a backoff.
+                let _ = self.flush_and_note();
+            }
         }
-        result
     }
 
     fn notify_expired(&self, expired: Option<Vec<(String, String)>>) {
@@ -67,8 +153,31 @@ impl Shared {
         }
     }
 
+    fn retry_allowed(&self, now: Instant) -> bool {
+        lock(&self.schedule).retry_at.is_none_or(|at| now >= at)
+    }
+
+    /// Flushes and updates the retry schedule: a failure pushes the next automatic attempt back.
+    fn flush_and_note(self: &Arc<Self>) -> Result<()> {
+        let result = self.flush(true);
+        let mut schedule = lock(&self.schedule);
+        match &result {
+            Ok(()) => {
+                schedule.failures = 0;
+                schedule.retry_at = None;
+            }
+            Err(Error::Closed) => {}
+            Err(_) => {
+                schedule.failures = schedule.failures.saturating_add(1);
+                schedule.retry_at = Some(Instant::now() + backoff(schedule.failures));
+            }
+        }
+        result
+    }
+
     /// Writes everything pending at the time of the call and waits for the backend's answer.
-    fn flush(&self) -> Result<()> {
+    /// Then, if asked and the backend says so, starts an automatic compaction.
+    fn flush(self: &Arc<Self>, may_compact: bool) -> Result<()> {
         let mut backend = lock(&self.backend);
         let batch = {
             let mut state = lock(&self.state);
@@ -81,39 +190,155 @@ impl Shared {
             return Ok(());
         };
         let written = backend.write(&batch);
-        let mut state = lock(&self.state);
-        match written {
-            Ok(()) => {
-                state.engine.ack(batch.id);
-                Ok(())
+        {
+            let mut state = lock(&self.state);
+            match &written {
+                Ok(()) => {
+                    state.engine.ack(batch.id);
+                }
+                Err(e) => {
+                    state.engine.fail(batch.id, &e.to_string());
+                }
             }
-            Err(e) => {
-                state.engine.fail(batch.id, &e.to_string());
-                Err(e)
-            }
+        }
+        let compact = written.is_ok() && may_compact && backend.compaction_due();
+        drop(backend);
+        if compact {
+            self.spawn_compaction();
+        }
+        written
+    }
+
+    /// Runs a compaction in a thread of its own, unless one is running.
+    fn spawn_compaction(self: &Arc<Self>) {
+        if self.compacting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let shared = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name("tidekv-compact".into())
+            .spawn(move || {
+                // A failure is already in `last_error`; the old log stays in place.
+                let _ = shared.compact();
+                shared.compacting.store(false, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            self.compacting.store(false, Ordering::SeqCst);
         }
     }
 
-    fn close(&self) -> Result<()> {
-        self.flush()?;
-        let mut backend = lock(&self.backend);
-        {
+    fn compact(&self) -> Result<CompactionReport> {
+        let _compaction = lock(&self.compaction);
+        let job = {
+            let mut backend = lock(&self.backend);
+            // Under the backend lock no batch is in flight: the snapshot holds every
+            // acknowledged write, and every later batch lands after the compacted data.
+            let live = {
+                let state = lock(&self.state);
+                if state.closed {
+                    return Err(Error::Closed);
+                }
+                state.engine.snapshot(self.now())
+            };
+            backend.begin_compaction(live)
+        };
+        let report = match job {
+            Ok(Some(job)) => job.run(),
+            Ok(None) => Ok(CompactionReport::default()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &report {
+            lock(&self.state)
+                .engine
+                .note_error(&format!("compaction failed: {e}"));
+        }
+        report
+    }
+
+    fn close(self: &Arc<Self>) -> Result<()> {
+        let _compaction = lock(&self.compaction);
+        loop {
+            self.flush(false)?;
+            let mut backend = lock(&self.backend);
             let mut state = lock(&self.state);
             if state.closed {
                 return Err(Error::Closed);
             }
+            // Writes that landed after our flush go in one more round: never drop data.
+            if state.engine.has_unflushed() {
+                continue;
+            }
             state.closed = true;
+            drop(state);
+            return backend.close();
         }
-        backend.close()
+    }
+
+    /// The syncer's pass over this store: flush if due, sweep if due.
+    pub(crate) fn service(self: &Arc<Self>, round: bool, now: Instant) {
+        let (unflushed, due) = {
+            let state = lock(&self.state);
+            if state.closed {
+                return;
+            }
+            (
+                state.engine.has_unflushed(),
+                state.engine.flush_due(self.now()),
+            )
+        };
+        let requested = self.flush_requested.load(Ordering::SeqCst);
+        let (retry_pending, allowed) = {
+            let schedule = lock(&self.schedule);
+            (
+                schedule.retry_at.is_some(),
+                schedule.retry_at.is_none_or(|at| now >= at),
+            )
+        };
+        if unflushed && allowed && (round || requested || due || retry_pending) {
+            self.flush_requested.store(false, Ordering::SeqCst);
+            let _ = self.flush_and_note();
+        }
+        let sweep_due = now >= lock(&self.schedule).next_sweep;
+        if sweep_due {
+            let delay = self.with(|engine, now| {
+                let budget = engine.config().sweep_budget;
+                engine.sweep(now, budget);
+                Ok(engine.next_tick_ms(now))
+            });
+            if let Ok(ms) = delay {
+                lock(&self.schedule).next_sweep = Instant::now() + Duration::from_millis(ms);
+            }
+        }
+    }
+
+    /// When the syncer should look at this store again at the latest.
+    pub(crate) fn next_wake(&self) -> Instant {
+        let schedule = lock(&self.schedule);
+        match schedule.retry_at {
+            Some(at) => schedule.next_sweep.min(at),
+            None => schedule.next_sweep,
+        }
+    }
+
+    /// The syncer's last flush before it stops.
+    pub(crate) fn final_flush(self: &Arc<Self>) {
+        let _ = self.flush_and_note();
     }
 }
 
-impl Drop for Shared {
+/// What every user handle holds: when the last one goes, the store closes.
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
     fn drop(&mut self) {
-        let closed = lock(&self.state).closed;
-        if !closed {
-            // Last handle dropped without close(): flush what is buffered, best effort.
-            let _ = self.close();
+        if self.0.is_closed() {
+            return;
+        }
+        // Last handle dropped without close(): flush what is buffered and release the backend.
+        if let Err(e) = self.0.close() {
+            if !matches!(e, Error::Closed) {
+                eprintln!("tidekv: warning: closing a dropped store failed, unflushed changes are lost: {e}");
+            }
         }
     }
 }
@@ -123,19 +348,21 @@ impl Drop for Shared {
 /// A `Store` is also its default namespace: every key operation of [`Namespace`] (`set`, `get`,
 /// `delete`, `keys`, ...) is callable on it directly.
 ///
-/// Durability: a write is in memory (and visible to every reader) when `set` returns; it reaches
-/// the backend on [`flush`](Store::flush), when the buffer fills, and on [`close`](Store::close)
-/// or when the last handle is dropped.
+/// Durability: a write is in memory (and visible to every reader) when `set` returns. It reaches
+/// the backend on [`flush`](Store::flush), when the buffer fills, on every interval of a
+/// [`Syncer`](super::Syncer), and on [`close`](Store::close) or when the last handle is dropped.
+/// What a flush of a file-backed store guarantees is set by
+/// [`Options::durability`](super::Options::durability).
 #[derive(Clone)]
 pub struct Store {
     default: Namespace,
 }
 
 /// A handle to one namespace of a store: its own keyspace, tags and keys, sharing the store's
-/// buffer and backend. `Clone + Send + Sync`.
+/// buffer and backend. `Clone + Send + Sync`; it keeps the store open like a [`Store`] does.
 #[derive(Clone)]
 pub struct Namespace {
-    shared: Arc<Shared>,
+    owner: Arc<Owner>,
     id: NsId,
     name: Arc<str>,
 }
@@ -168,6 +395,52 @@ impl Store {
         Store::with_backend(Box::new(MemoryBackend), options)
     }
 
+    /// Opens (creating if needed) the database [`Options::db`] (default `"default"`) in
+    /// directory `dir`, i.e. `dir/<db>/`, and replays its log.
+    ///
+    /// - Every record is replayed in order; a later record of a key shadows an earlier one, and
+    ///   keys whose TTL passed while the store was closed are gone (deadlines are absolute).
+    /// - A torn write at the end of the log (a crash during a flush) is truncated, with a
+    ///   warning on stderr; every record before it is kept.
+    /// - A record that fails its checks in the *middle* of the log makes the open fail with
+    ///   [`Error::Corrupt`] naming the file and byte offset, changing nothing on disk — corrupt
+    ///   bytes are never returned as data, and an older value is never silently resurrected.
+    ///   [`Options::skip_corrupt_records`] opens such a log anyway, skipping and counting them.
+    /// - One process per database: the directory is locked until the store is closed or its
+    ///   last handle dropped. A second open of the same database — from another process *or
+    ///   from this one* — fails with [`Error::Locked`] naming the directory; share a store
+    ///   within a process by cloning the handle.
+    ///
+    /// Other errors: [`Error::InvalidName`] for a bad db name (nothing is created),
+    /// [`Error::InvalidOption`], [`Error::Io`].
+    ///
+    /// ```
+    /// # fn main() -> tidekv::Result<()> {
+    /// use tidekv::{Options, Store};
+    /// let dir = std::env::temp_dir().join(format!("tidekv-doc-open-{}", std::process::id()));
+    /// let store = Store::open(&dir, Options::default().db("app"))?;
+    /// store.set("greeting", "hello")?;
+    /// store.close()?; // flushes (fsync by default) and releases the lock
+    ///
+    /// let store = Store::open(&dir, Options::default().db("app"))?;
+    /// assert_eq!(store.get("greeting")?.as_deref(), Some(&b"hello"[..]));
+    /// # store.close()?; std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        validate_db_name(&options.db)?;
+        options.config.validate()?;
+        options.log.validate()?;
+        let db_dir = dir.as_ref().join(&options.db);
+        if !db_dir.is_dir() {
+            std::fs::create_dir_all(&db_dir)?;
+            // Make the new directory's name durable before anything in it is.
+            sync_dir(dir.as_ref())?;
+        }
+        let log = FileLog::open(&db_dir, options.log.clone(), Arc::clone(&options.clock))?;
+        Store::with_backend(Box::new(log), options)
+    }
+
     /// A store over any [`Backend`]: replays its records at open (dropping expired ones), then
     /// writes every batch to it.
     pub fn with_backend(mut backend: Box<dyn Backend>, options: Options) -> Result<Store> {
@@ -180,35 +453,50 @@ impl Store {
                 closed: false,
             }),
             backend: Mutex::new(backend),
+            compaction: Mutex::new(()),
+            compacting: AtomicBool::new(false),
+            schedule: Mutex::new(Schedule {
+                next_sweep: Instant::now(),
+                failures: 0,
+                retry_at: None,
+            }),
+            flush_requested: AtomicBool::new(false),
             clock: options.clock,
             on_expire: options.on_expire,
+            syncer: options.syncer,
         });
+        if let Some(syncer) = &shared.syncer {
+            syncer.register(Arc::downgrade(&shared));
+        }
+        let owner = Arc::new(Owner(shared));
         Ok(Store {
             default: Namespace {
-                shared,
+                owner,
                 id: 0,
                 name: Arc::from(""),
             },
         })
     }
 
+    fn shared(&self) -> &Arc<Shared> {
+        &self.default.owner.0
+    }
+
     /// A handle to namespace `name` (created on first use). `""` is the default namespace;
     /// other names follow the key rules, else [`Error::InvalidName`].
     pub fn namespace(&self, name: &str) -> Result<Namespace> {
-        let shared = &self.default.shared;
-        let id = shared.with(|engine, _| engine.namespace(name))?;
+        let id = self.shared().with(|engine, _| engine.namespace(name))?;
         Ok(Namespace {
-            shared: Arc::clone(shared),
+            owner: Arc::clone(&self.default.owner),
             id,
             name: Arc::from(name),
         })
     }
 
     /// Removes every key whose TTL has passed, now, and returns how many. Keys also expire on
-    /// their own: a read never returns an expired key.
+    /// their own: a read never returns an expired key, and a [`Syncer`](super::Syncer) sweeps.
     pub fn sweep_expired(&self) -> usize {
-        let shared = &self.default.shared;
-        shared
+        self.shared()
             .with(|engine, now| {
                 let mut removed = 0;
                 loop {
@@ -224,31 +512,70 @@ impl Store {
     }
 
     /// Writes every change made before this call to the backend and returns once the backend
-    /// confirmed it. On error the changes stay buffered (nothing is lost) and are retried by
-    /// the next flush.
+    /// confirmed it — for a file-backed store, at the store's
+    /// [`Durability`](super::Durability). On error the changes stay buffered (nothing is lost)
+    /// and are retried by the next flush.
     pub fn flush(&self) -> Result<()> {
-        self.default.shared.flush()
+        self.shared().flush_and_note()
     }
 
-    /// Flushes, then closes the store. Every later call on any handle returns
-    /// [`Error::Closed`]. If the final flush fails the store stays open and the error is
+    /// Flushes, then closes the store and releases its backend (for a file-backed store, the
+    /// database lock). Waits for a compaction in progress. Every later call on any handle
+    /// returns [`Error::Closed`]. If the final flush fails the store stays open and the error is
     /// returned, so nothing is lost silently.
     pub fn close(&self) -> Result<()> {
-        self.default.shared.close()
+        self.shared().close()
+    }
+
+    /// Rewrites the log with only the live records and swaps the result in safely (write,
+    /// fsync, rename, fsync the directory, then delete the old segments), so a crash at any step
+    /// leaves a store that opens with every acknowledged write. Reads, writes and flushes go on
+    /// while it runs; only a short snapshot of the keyspace is taken under the store's lock.
+    /// One compaction runs at a time (a second call waits for the first).
+    ///
+    /// File-backed stores also compact on their own, in a background thread, once
+    /// [`Options::compaction_ratio`](super::Options::compaction_ratio) of the log is dead. For
+    /// other backends the report is all zeros. On error the old log stays in place and the
+    /// error is also kept in [`last_error`](Store::last_error).
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.shared().compact()
+    }
+
+    /// The files behind a file-backed store (segments, bytes on disk, live and dead bytes,
+    /// what recovery found at open); `None` for other backends. Waits for a flush in progress.
+    pub fn disk_stats(&self) -> Option<DiskStats> {
+        lock(&self.shared().backend).disk_stats()
+    }
+
+    /// Every live entry of every namespace as a Put record (value, kind, timestamps, deadline,
+    /// tags): namespaces in creation order, keys sorted. What `tidekv dump` prints.
+    pub fn snapshot(&self) -> Result<Vec<Record>> {
+        let shared = self.shared();
+        let now = shared.now();
+        let state = lock(&shared.state);
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        Ok(state.engine.snapshot(now))
     }
 
     /// A snapshot of the store's counters.
     pub fn stats(&self) -> Stats {
-        lock(&self.default.shared.state).engine.stats()
+        lock(&self.shared().state).engine.stats()
     }
 
-    /// The last error a flush met, if any.
+    /// The last error a flush or compaction met since the store was opened, if any (also
+    /// `stats().last_error`). It stays set after later flushes succeed.
     pub fn last_error(&self) -> Option<String> {
-        lock(&self.default.shared.state).engine.stats().last_error
+        lock(&self.shared().state).engine.stats().last_error
     }
 }
 
 impl Namespace {
+    fn shared(&self) -> &Arc<Shared> {
+        &self.owner.0
+    }
+
     /// The namespace's name (`""` for the default namespace).
     pub fn name(&self) -> &str {
         &self.name
@@ -271,37 +598,37 @@ impl Namespace {
         let ttl = options.ttl.map(ttl_ms).transpose()?;
         let kind = options.kind.unwrap_or(Kind::Bytes);
         let value = value.into();
-        self.shared
+        self.shared()
             .with(|engine, now| engine.set(self.id, key, value, kind, ttl, &options.tags, now))
     }
 
     /// The value under `key`, or `None` if there is none or it expired.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        self.shared
-            .with(|engine, now| Ok(engine.get(self.id, key, now)?.map(|(v, _)| v)))
+        self.shared()
+            .with_lazy_now(|engine, now| Ok(engine.get_lazy(self.id, key, now)?.map(|(v, _)| v)))
     }
 
     /// The value and metadata under `key`, or `None` if there is none or it expired.
     pub fn get_with_metadata(&self, key: &str) -> Result<Option<(Bytes, Metadata)>> {
-        self.shared
+        self.shared()
             .with(|engine, now| engine.get_with_metadata(self.id, key, now))
     }
 
     /// Whether `key` holds a live value.
     pub fn contains(&self, key: &str) -> Result<bool> {
-        self.shared
+        self.shared()
             .with(|engine, now| engine.contains(self.id, key, now))
     }
 
     /// Removes `key`; `true` if it held a live value.
     pub fn delete(&self, key: &str) -> Result<bool> {
-        self.shared
+        self.shared()
             .with(|engine, now| engine.delete(self.id, key, now))
     }
 
     /// Time left before `key` expires; `None` if the key does not exist or has no TTL.
     pub fn ttl(&self, key: &str) -> Result<Option<Duration>> {
-        self.shared
+        self.shared()
             .with(|engine, now| Ok(engine.ttl(self.id, key, now)?.map(Duration::from_millis)))
     }
 
@@ -309,31 +636,31 @@ impl Namespace {
     /// exists. [`Error::InvalidTtl`] for a zero TTL.
     pub fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
         let ttl = ttl_ms(ttl)?;
-        self.shared
+        self.shared()
             .with(|engine, now| engine.expire(self.id, key, ttl, now))
     }
 
     /// Removes the TTL of a live `key`; `true` if the key exists.
     pub fn persist(&self, key: &str) -> Result<bool> {
-        self.shared
+        self.shared()
             .with(|engine, now| engine.persist(self.id, key, now))
     }
 
     /// Live keys that start with `prefix`, sorted; `""` lists every key.
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
-        self.shared
+        self.shared()
             .with(|engine, now| Ok(engine.keys(self.id, prefix, now)))
     }
 
     /// Live keys that carry *all* of `tags`, sorted. An empty `tags` matches nothing.
     pub fn query_by_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<Vec<String>> {
-        self.shared
+        self.shared()
             .with(|engine, now| Ok(engine.query_by_tags(self.id, tags, now)))
     }
 
     /// Every tag carried by a live key, with its number of live keys, sorted by tag.
     pub fn list_tags(&self) -> Result<Vec<(String, usize)>> {
-        self.shared
+        self.shared()
             .with(|engine, now| Ok(engine.list_tags(self.id, now)))
     }
 }

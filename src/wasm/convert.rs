@@ -13,7 +13,7 @@ use crate::{Error, Kind, Metadata, Stats};
 
 #[wasm_bindgen(inline_js = r#"
 export function encodeJson(value) {
-  if (value === undefined) throw new TypeError('tidekv: cannot store undefined; use delete() to remove a key');
+  if (value === undefined) throw Object.assign(new TypeError('tidekv: cannot store undefined; use delete() to remove a key'), { code: 'InvalidType' });
   try {
     return JSON.stringify(value, function (key, v) {
       const where = key === '' ? '' : ` (at property "${key}")`;
@@ -29,11 +29,22 @@ export function encodeJson(value) {
       return v;
     });
   } catch (e) {
+    let err = e;
     if (e instanceof TypeError && !String(e.message).startsWith('tidekv:')) {
-      throw new TypeError(`tidekv: value is not JSON-serialisable: ${e.message}`);
+      err = new TypeError(`tidekv: value is not JSON-serialisable: ${e.message}`);
     }
-    throw e;
+    if (err instanceof Error && err.code === undefined) {
+      err.code = err instanceof RangeError ? 'InvalidValue' : 'InvalidType';
+    }
+    throw err;
   }
+}
+export function listenerError(thrown) {
+  let what;
+  try { what = thrown instanceof Error ? thrown.message : String(thrown); } catch { what = typeof thrown; }
+  const e = new Error(`tidekv: an expire listener threw: ${what}`, { cause: thrown });
+  e.code = 'ListenerError';
+  return e;
 }
 export function makeError(ctor, message, code) {
   const e = ctor === 'TypeError' ? new TypeError(message) : ctor === 'RangeError' ? new RangeError(message) : new Error(message);
@@ -44,6 +55,9 @@ export function makeError(ctor, message, code) {
 extern "C" {
     #[wasm_bindgen(catch, js_name = encodeJson)]
     fn encode_json(value: &JsValue) -> Result<String, JsValue>;
+    /// The error an `error` listener gets when an `expire` listener threw `thrown`.
+    #[wasm_bindgen(js_name = listenerError)]
+    pub(crate) fn listener_error(thrown: &JsValue) -> JsValue;
     #[wasm_bindgen(js_name = makeError)]
     fn make_error(ctor: &str, message: &str, code: &str) -> JsValue;
 }
@@ -51,6 +65,11 @@ extern "C" {
 /// A `TypeError` for a value of the wrong type.
 pub(crate) fn type_error(message: &str) -> JsValue {
     make_error("TypeError", &format!("tidekv: {message}"), "InvalidType")
+}
+
+/// An engine result with its error turned into the JS exception.
+pub(crate) fn js_result<T>(result: crate::Result<T>) -> Result<T, JsValue> {
+    result.map_err(to_js)
 }
 
 /// The JS exception for an engine error.
@@ -236,6 +255,7 @@ pub(crate) fn metadata_out(meta: &Metadata) -> JsValue {
         ("tags", string_array(meta.tags.iter().cloned())),
         ("kind", JsValue::from_str(meta.kind.as_str())),
         ("compressed", JsValue::from_bool(meta.compressed)),
+        ("storedSize", num(meta.stored_size)),
     ])
 }
 

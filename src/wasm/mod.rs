@@ -1,11 +1,19 @@
 //! The wasm shell: the JavaScript `Store` class of the npm package.
 //!
-//! It owns conversions between JS values and the engine's types, the JS errors callers see, and
-//! (later) timers and browser/Node backends. It never decides what an operation means: that is
-//! the engine's job in [`crate::core`]. Everything here runs on one JS thread, so the engine sits
-//! in a `RefCell`, not a lock.
+//! It owns conversions between JS values and the engine's types, the JS errors callers see, the
+//! realm's timer ([`scheduler`]) and the browser and Node.js backends (IndexedDB, and with the
+//! `node` feature, segment files through `fs/promises`). It never decides what an operation
+//! means: that is the engine's job in [`crate::core`]. Everything here runs on one JS thread, so
+//! the engine sits in a `RefCell`, not a lock.
 
+mod backend;
+mod backend_idb;
+#[cfg(feature = "node")]
+mod backend_node;
 mod convert;
+mod idb;
+mod options;
+mod scheduler;
 mod store;
 
 pub use store::JsStore;

@@ -1,48 +1,237 @@
 //! The JavaScript `Store` class.
 //!
 //! Reads are answered from the engine synchronously; writes go to the engine's buffer
-//! synchronously; `flush()` and `close()` return Promises. A namespace handle is another
-//! `Store` object bound to a namespace of the same engine.
+//! synchronously; `flush()`, `compact()` and `close()` return Promises. A namespace handle is
+//! another `Store` object bound to a namespace of the same engine.
+//!
+//! Backend work (flushes, compaction, close) runs one job at a time, in call order, on a promise
+//! chain: a `flush()` resolves only after every write made before it is committed. Time and
+//! ticks come from [`super::scheduler`]; this file never arms a timer itself.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
 
-use js_sys::{Array, Promise};
+use js_sys::{Array, Function, Promise};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
 
+use super::backend::{Backend, CompactReport};
+use super::backend_idb::IdbBackend;
 use super::convert::{
-    metadata_out, millis, object, options, positive, stats_out, string, string_array, strings,
-    to_js, value_in, value_out,
+    js_result, listener_error, metadata_out, millis, object, options, stats_out, string,
+    string_array, strings, to_js, type_error, value_in, value_out,
 };
-use crate::core::{Config, Engine, NsId};
+use super::options::{memory_config, BackendKind, Durability, OpenOptions};
+use super::scheduler::{self, now};
+use crate::core::{Engine, NsId};
 use crate::Error;
 
-struct Shared {
+/// Retry delays after failed flushes grow from this, doubling, ...
+const RETRY_MIN_MS: u64 = 100;
+/// ... up to this.
+const RETRY_MAX_MS: u64 = 10_000;
+
+#[derive(Default)]
+struct Listeners {
+    expire: Vec<Function>,
+    error: Vec<Function>,
+}
+
+/// One open store: the engine, its backend, the job chain and the event listeners. Shared by
+/// every namespace handle and by the scheduler.
+pub(crate) struct Shared {
     engine: RefCell<Engine>,
+    backend: Option<Rc<dyn Backend>>,
     closed: Cell<bool>,
+    /// Settles when the last queued backend job has finished (never rejects).
+    tail: RefCell<Promise>,
+    /// A flush was started by a tick or a full buffer and has not taken its batch yet.
+    kick_queued: Cell<bool>,
+    /// Consecutive failed flushes, and when the scheduler may try again.
+    failures: Cell<u32>,
+    retry_at: Cell<u64>,
+    listeners: RefCell<Listeners>,
 }
 
 impl Shared {
-    /// Runs `f` on the engine with the current time, refusing once the store is closed.
+    fn new(engine: Engine, backend: Option<Rc<dyn Backend>>) -> Rc<Shared> {
+        let persistent = backend.is_some();
+        let shared = Rc::new(Shared {
+            engine: RefCell::new(engine),
+            backend,
+            closed: Cell::new(false),
+            tail: RefCell::new(Promise::resolve(&JsValue::UNDEFINED)),
+            kick_queued: Cell::new(false),
+            failures: Cell::new(0),
+            retry_at: Cell::new(0),
+            listeners: RefCell::default(),
+        });
+        scheduler::register(&shared, persistent);
+        shared
+    }
+
+    /// Runs `f` on the engine with the current time, refusing once the store is closed; then
+    /// fires expiry events, starts a flush if the buffer filled, and tells the scheduler when
+    /// the engine next wants a tick.
     fn with<R>(
-        &self,
+        self: &Rc<Self>,
         f: impl FnOnce(&mut Engine, u64) -> Result<R, JsValue>,
     ) -> Result<R, JsValue> {
         if self.closed.get() {
             return Err(to_js(Error::Closed));
         }
-        let now = js_sys::Date::now() as u64;
-        f(&mut self.engine.borrow_mut(), now)
+        let now = now();
+        let (result, expired, flush_due, next_tick) = {
+            let mut engine = self.engine.borrow_mut();
+            let result = f(&mut engine, now);
+            (
+                result,
+                engine.take_expired(),
+                engine.flush_due(now),
+                engine.next_tick_ms(now),
+            )
+        };
+        self.emit_expired(expired);
+        if flush_due && now >= self.retry_at.get() {
+            self.kick();
+        }
+        scheduler::wake(next_tick);
+        result
     }
 
-    fn flush(&self) -> Result<(), JsValue> {
-        self.with(|engine, _| {
-            // The memory backend confirms every batch at once.
-            if let Some(batch) = engine.take_batch() {
-                engine.ack(batch.id);
+    /// One scheduler tick: sweep, fire expiry events, start a due flush. Returns the delay
+    /// until the next tick this store wants, or `None` once it is closed.
+    pub(crate) fn tick(self: &Rc<Self>, now: u64) -> Option<u64> {
+        if self.closed.get() {
+            return None;
+        }
+        let (expired, flush_due, mut delay, max_tick) = {
+            let mut engine = self.engine.borrow_mut();
+            let budget = engine.config().sweep_budget;
+            engine.sweep(now, budget);
+            (
+                engine.take_expired(),
+                engine.flush_due(now),
+                engine.next_tick_ms(now),
+                engine.config().max_tick_ms,
+            )
+        };
+        self.emit_expired(expired);
+        let retry_at = self.retry_at.get();
+        if flush_due && now >= retry_at {
+            self.kick();
+        } else if flush_due {
+            // Backing off after a failure: come back when the retry is due, not every tick.
+            delay = delay.max((retry_at - now).min(max_tick));
+        }
+        Some(delay)
+    }
+
+    /// Whether anything waits for the backend.
+    pub(crate) fn has_unflushed(&self) -> bool {
+        !self.closed.get() && self.engine.borrow().has_unflushed()
+    }
+
+    /// Starts a flush in the background (once, however often it is asked before it starts).
+    pub(crate) fn kick(self: &Rc<Self>) {
+        if self.closed.get() || self.kick_queued.replace(true) {
+            return;
+        }
+        let flushed =
+            self.queue(|me| async move { me.flush_now().await.map(|_| JsValue::UNDEFINED) });
+        // Failures are reported through the `error` event and stats; nothing to do here.
+        spawn_local(async move {
+            let _ = JsFuture::from(flushed).await;
+        });
+    }
+
+    /// Queues a backend job after every job queued before it; the returned promise settles
+    /// with the job's outcome.
+    fn queue<F, Fut>(self: &Rc<Self>, job: F) -> Promise
+    where
+        F: FnOnce(Rc<Shared>) -> Fut + 'static,
+        Fut: Future<Output = Result<JsValue, JsValue>> + 'static,
+    {
+        let before = self.tail.borrow().clone();
+        let me = Rc::clone(self);
+        let done = future_to_promise(async move {
+            let _ = JsFuture::from(before).await;
+            job(me).await
+        });
+        *self.tail.borrow_mut() = scheduler::settled(&done);
+        done
+    }
+
+    /// Writes everything pending as one batch and waits for the backend. On failure the batch
+    /// goes back to the buffer, `error` listeners hear about it, and ticks retry with backoff.
+    async fn flush_now(self: Rc<Self>) -> Result<(), JsValue> {
+        self.kick_queued.set(false);
+        let batch = self.engine.borrow_mut().take_batch();
+        let Some(batch) = batch else {
+            return Ok(());
+        };
+        let id = batch.id;
+        let Some(backend) = self.backend.clone() else {
+            // The memory store confirms every batch at once.
+            self.engine.borrow_mut().ack(id);
+            return Ok(());
+        };
+        match backend.write(batch).await {
+            Ok(()) => {
+                self.engine.borrow_mut().ack(id);
+                self.failures.set(0);
+                self.retry_at.set(0);
+                Ok(())
             }
-            Ok(())
-        })
+            Err(e) => {
+                self.engine.borrow_mut().fail(id, &e.to_string());
+                let failures = self.failures.get().saturating_add(1);
+                self.failures.set(failures);
+                let backoff = RETRY_MIN_MS
+                    .saturating_mul(1 << (failures - 1).min(16))
+                    .min(RETRY_MAX_MS);
+                self.retry_at.set(now().saturating_add(backoff));
+                scheduler::wake(backoff);
+                let error = to_js(e);
+                self.emit_error(&error);
+                Err(error)
+            }
+        }
+    }
+
+    fn flush(self: &Rc<Self>) -> Promise {
+        if self.closed.get() {
+            return Promise::reject(&to_js(Error::Closed));
+        }
+        self.queue(|me| async move { me.flush_now().await.map(|_| JsValue::UNDEFINED) })
+    }
+
+    fn emit_expired(&self, expired: Vec<(String, String)>) {
+        if expired.is_empty() {
+            return;
+        }
+        let listeners = self.listeners.borrow().expire.clone();
+        for (namespace, key) in expired {
+            for listener in &listeners {
+                let called = listener.call2(
+                    &JsValue::UNDEFINED,
+                    &JsValue::from(key.as_str()),
+                    &JsValue::from(namespace.as_str()),
+                );
+                if let Err(thrown) = called {
+                    self.emit_error(&listener_error(&thrown));
+                }
+            }
+        }
+    }
+
+    fn emit_error(&self, error: &JsValue) {
+        let listeners = self.listeners.borrow().error.clone();
+        for listener in listeners {
+            // A throwing error listener has nowhere left to report to.
+            let _ = listener.call1(&JsValue::UNDEFINED, error);
+        }
     }
 }
 
@@ -53,36 +242,59 @@ pub struct JsStore {
     ns: NsId,
 }
 
-const STORE_OPTIONS: &[&str] = &["bufferSize", "flushInterval", "maxValueSize"];
 const SET_OPTIONS: &[&str] = &["ttl", "tags"];
 
-fn js<T>(result: crate::Result<T>) -> Result<T, JsValue> {
-    result.map_err(to_js)
+fn compact_out(report: CompactReport) -> JsValue {
+    let n = |v: u64| JsValue::from_f64(v as f64);
+    object(&[
+        ("bytesBefore", n(report.bytes_before)),
+        ("bytesAfter", n(report.bytes_after)),
+        ("recordsBefore", n(report.records_before)),
+        ("recordsAfter", n(report.records_after)),
+        (
+            "recordsDropped",
+            n(report.records_before.saturating_sub(report.records_after)),
+        ),
+    ])
 }
 
 #[wasm_bindgen(js_class = Store)]
 impl JsStore {
-    /// An in-memory store. Options: `bufferSize` (bytes, default 1 MiB), `flushInterval` (ms,
-    /// default 1000), `maxValueSize` (bytes, default 512 MiB). Unknown options throw a
-    /// `TypeError` that names them.
-    pub fn memory(opts: JsValue) -> Result<JsStore, JsValue> {
-        let mut config = Config::default();
-        for (name, value) in options(&opts, "Store options", STORE_OPTIONS)? {
-            let Some(n) = positive(&value, &name)? else {
-                continue;
-            };
-            match name.as_str() {
-                "bufferSize" => config.buffer_size = n as usize,
-                "flushInterval" => config.flush_interval_ms = n,
-                _ => config.max_value_size = n,
+    /// Opens a store and loads every live record of it into memory. Options: `name`
+    /// (default `'default'`), `path`, `backend` (`'indexeddb' | 'fs' | 'memory'`; default:
+    /// IndexedDB in browsers, files under `path/<name>/` in Node.js when `path` is given,
+    /// memory otherwise), `bufferSize`, `flushInterval`, `durability`, `compression`,
+    /// `maxValueSize`. Rejects with a `TypeError` naming an unknown or ill-typed option.
+    pub async fn open(opts: JsValue) -> Result<JsStore, JsValue> {
+        let opts = OpenOptions::parse(&opts)?;
+        let mut engine = js_result(Engine::new(opts.config.clone()))?;
+        let now = now();
+        let backend: Option<Rc<dyn Backend>> = match opts.backend {
+            BackendKind::Memory => None,
+            BackendKind::IndexedDb => {
+                let strict = matches!(
+                    opts.durability,
+                    Some(Durability::Fsync | Durability::Strict)
+                );
+                Some(js_result(
+                    IdbBackend::open(&opts.name, strict, &mut engine, now).await,
+                )?)
             }
-        }
-        let engine = js(Engine::new(config))?;
+            BackendKind::Fs => Some(open_fs(&opts, &mut engine, now).await?),
+        };
         Ok(JsStore {
-            shared: Rc::new(Shared {
-                engine: RefCell::new(engine),
-                closed: Cell::new(false),
-            }),
+            shared: Shared::new(engine, backend),
+            ns: 0,
+        })
+    }
+
+    /// An in-memory store. Options: `bufferSize` (bytes, default 1 MiB), `flushInterval` (ms,
+    /// default 1000), `maxValueSize` (bytes, default 512 MiB), `compression`. Unknown options
+    /// throw a `TypeError` that names them.
+    pub fn memory(opts: JsValue) -> Result<JsStore, JsValue> {
+        let engine = js_result(Engine::new(memory_config(&opts)?))?;
+        Ok(JsStore {
+            shared: Shared::new(engine, None),
             ns: 0,
         })
     }
@@ -102,7 +314,7 @@ impl JsStore {
             }
         }
         self.shared
-            .with(|e, now| js(e.set(self.ns, &key, value, kind, ttl, &tags, now)))
+            .with(|e, now| js_result(e.set(self.ns, &key, value, kind, ttl, &tags, now)))
     }
 
     /// The value under `key` as it was stored (`Uint8Array`, `string` or JSON value), or
@@ -110,7 +322,7 @@ impl JsStore {
     pub fn get(&self, key: JsValue) -> Result<JsValue, JsValue> {
         let key = string(&key, "key")?;
         self.shared
-            .with(|e, now| match js(e.get(self.ns, &key, now))? {
+            .with(|e, now| match js_result(e.get(self.ns, &key, now))? {
                 Some((value, kind)) => value_out(&value, kind),
                 None => Ok(JsValue::UNDEFINED),
             })
@@ -122,7 +334,7 @@ impl JsStore {
     pub fn get_with_metadata(&self, key: JsValue) -> Result<JsValue, JsValue> {
         let key = string(&key, "key")?;
         self.shared.with(
-            |e, now| match js(e.get_with_metadata(self.ns, &key, now))? {
+            |e, now| match js_result(e.get_with_metadata(self.ns, &key, now))? {
                 Some((value, meta)) => Ok(object(&[
                     ("value", value_out(&value, meta.kind)?),
                     ("metadata", metadata_out(&meta)),
@@ -136,20 +348,21 @@ impl JsStore {
     pub fn has(&self, key: JsValue) -> Result<bool, JsValue> {
         let key = string(&key, "key")?;
         self.shared
-            .with(|e, now| js(e.contains(self.ns, &key, now)))
+            .with(|e, now| js_result(e.contains(self.ns, &key, now)))
     }
 
     /// Removes `key`; `true` if it held a live value.
     pub fn delete(&self, key: JsValue) -> Result<bool, JsValue> {
         let key = string(&key, "key")?;
-        self.shared.with(|e, now| js(e.delete(self.ns, &key, now)))
+        self.shared
+            .with(|e, now| js_result(e.delete(self.ns, &key, now)))
     }
 
     /// Milliseconds until `key` expires, or `undefined` if it has no TTL or does not exist.
     pub fn ttl(&self, key: JsValue) -> Result<JsValue, JsValue> {
         let key = string(&key, "key")?;
         self.shared.with(|e, now| {
-            Ok(js(e.ttl(self.ns, &key, now))?
+            Ok(js_result(e.ttl(self.ns, &key, now))?
                 .map_or(JsValue::UNDEFINED, |ms| JsValue::from_f64(ms as f64)))
         })
     }
@@ -158,18 +371,17 @@ impl JsStore {
     pub fn expire(&self, key: JsValue, ttl: JsValue) -> Result<bool, JsValue> {
         let key = string(&key, "key")?;
         let Some(ttl) = millis(&ttl, "ttl")? else {
-            return Err(super::convert::type_error(
-                "ttl is required: a number of milliseconds",
-            ));
+            return Err(type_error("ttl is required: a number of milliseconds"));
         };
         self.shared
-            .with(|e, now| js(e.expire(self.ns, &key, ttl, now)))
+            .with(|e, now| js_result(e.expire(self.ns, &key, ttl, now)))
     }
 
     /// Removes the TTL of `key`; `true` if the key exists.
     pub fn persist(&self, key: JsValue) -> Result<bool, JsValue> {
         let key = string(&key, "key")?;
-        self.shared.with(|e, now| js(e.persist(self.ns, &key, now)))
+        self.shared
+            .with(|e, now| js_result(e.persist(self.ns, &key, now)))
     }
 
     /// Live keys starting with `prefix` (default: all), sorted.
@@ -212,7 +424,7 @@ impl JsStore {
     /// A handle to namespace `name` of the same store (its own keys and tags).
     pub fn namespace(&self, name: JsValue) -> Result<JsStore, JsValue> {
         let name = string(&name, "namespace name")?;
-        let ns = self.shared.with(|e, _| js(e.namespace(&name)))?;
+        let ns = self.shared.with(|e, _| js_result(e.namespace(&name)))?;
         Ok(JsStore {
             shared: Rc::clone(&self.shared),
             ns,
@@ -240,22 +452,127 @@ impl JsStore {
         stats_out(&self.shared.engine.borrow().stats())
     }
 
-    /// Writes everything buffered; resolves once the backend confirmed it.
-    pub fn flush(&self) -> Promise {
-        match self.shared.flush() {
-            Ok(()) => Promise::resolve(&JsValue::UNDEFINED),
-            Err(e) => Promise::reject(&e),
+    /// Adds a listener: `'expire'` gets `(key, namespace)` for every key removed by expiry
+    /// (lazily or by a sweep); `'error'` gets an `Error` for every failed flush (the data stays
+    /// buffered and is retried) and for a throwing `expire` listener. Adding the same listener
+    /// twice has no effect.
+    pub fn on(&self, event: JsValue, listener: JsValue) -> Result<(), JsValue> {
+        let (event, listener) = event_args(&event, &listener)?;
+        let mut all = self.shared.listeners.borrow_mut();
+        let list = if event == "expire" {
+            &mut all.expire
+        } else {
+            &mut all.error
+        };
+        if !list.iter().any(|l| l == &listener) {
+            list.push(listener);
         }
+        let tracking = !all.expire.is_empty();
+        self.shared.engine.borrow_mut().set_track_expired(tracking);
+        Ok(())
     }
 
-    /// Flushes, then closes the store; every later call throws an error with code `Closed`.
-    pub fn close(&self) -> Promise {
-        match self.shared.flush() {
-            Ok(()) => {
-                self.shared.closed.set(true);
-                Promise::resolve(&JsValue::UNDEFINED)
-            }
-            Err(e) => Promise::reject(&e),
+    /// Removes a listener added with `on`.
+    pub fn off(&self, event: JsValue, listener: JsValue) -> Result<(), JsValue> {
+        let (event, listener) = event_args(&event, &listener)?;
+        let mut all = self.shared.listeners.borrow_mut();
+        if event == "expire" {
+            all.expire.retain(|l| l != &listener);
+        } else {
+            all.error.retain(|l| l != &listener);
         }
+        let tracking = !all.expire.is_empty();
+        self.shared.engine.borrow_mut().set_track_expired(tracking);
+        Ok(())
     }
+
+    /// Writes everything buffered; resolves once the backend committed it (IndexedDB: the
+    /// transaction's `complete` event; files: the write, plus fsync unless durability is
+    /// `'buffered'`). On failure it rejects, the data stays buffered and is retried.
+    pub fn flush(&self) -> Promise {
+        self.shared.flush()
+    }
+
+    /// Rewrites the backend's data so it holds only live keys (drops overwritten, deleted and
+    /// expired records); resolves with `{ bytesBefore, bytesAfter, recordsBefore,
+    /// recordsAfter, recordsDropped }`. Flushes first.
+    pub fn compact(&self) -> Promise {
+        if self.shared.closed.get() {
+            return Promise::reject(&to_js(Error::Closed));
+        }
+        self.shared.queue(|me| async move {
+            me.clone().flush_now().await?;
+            let live = me.engine.borrow().snapshot(now());
+            let report = match me.backend.clone() {
+                Some(backend) => backend.compact(live).await.map_err(|e| {
+                    let error = to_js(e);
+                    me.emit_error(&error);
+                    error
+                })?,
+                None => CompactReport::default(),
+            };
+            Ok(compact_out(report))
+        })
+    }
+
+    /// Stops the timers, flushes, and releases the backend (connection, files, lock); every
+    /// later call throws an error with code `Closed`. If the final flush fails the store stays
+    /// open, keeps its data buffered, and the promise rejects: call `close()` again.
+    pub fn close(&self) -> Promise {
+        let shared = &self.shared;
+        if shared.closed.replace(true) {
+            return Promise::reject(&to_js(Error::Closed));
+        }
+        scheduler::unregister(shared);
+        shared.queue(|me| async move {
+            if let Err(e) = me.clone().flush_now().await {
+                me.closed.set(false);
+                scheduler::register(&me, me.backend.is_some());
+                return Err(e);
+            }
+            if let Some(backend) = me.backend.clone() {
+                backend.close().await.map_err(to_js)?;
+            }
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+}
+
+fn event_args(event: &JsValue, listener: &JsValue) -> Result<(String, Function), JsValue> {
+    let event = string(event, "event name")?;
+    if event != "expire" && event != "error" {
+        return Err(type_error(&format!(
+            "unknown event {event:?}: expected 'expire' or 'error'"
+        )));
+    }
+    let listener = listener
+        .dyn_ref::<Function>()
+        .cloned()
+        .ok_or_else(|| type_error("a listener must be a function"))?;
+    Ok((event, listener))
+}
+
+#[cfg(feature = "node")]
+async fn open_fs(
+    opts: &OpenOptions,
+    engine: &mut Engine,
+    now: u64,
+) -> Result<Rc<dyn Backend>, JsValue> {
+    let path = opts.path.as_deref().unwrap_or(".");
+    let durability = opts.durability.unwrap_or(Durability::Fsync);
+    let backend =
+        super::backend_node::FsBackend::open(path, &opts.name, durability, engine, now).await;
+    Ok(js_result(backend)?)
+}
+
+#[cfg(not(feature = "node"))]
+async fn open_fs(
+    _opts: &OpenOptions,
+    _engine: &mut Engine,
+    _now: u64,
+) -> Result<Rc<dyn Backend>, JsValue> {
+    Err(to_js(Error::InvalidOption {
+        option: "backend".into(),
+        reason: "'fs' needs the Node.js build of tidekv (import it from Node.js)".into(),
+    }))
 }

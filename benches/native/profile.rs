@@ -1,0 +1,94 @@
+//! Plain loops for a profiler (`valgrind --tool=callgrind`), outside criterion: set
+//! `TIDEKV_BENCH_GROUPS=profile_get` (or `profile_set`, `profile_set_ttl`, `profile_persist`) and
+//! run the bench binary under the profiler. Records nothing.
+
+use std::hint::black_box;
+
+use crate::peers::{Kv, Tide, TideTtl};
+use crate::point::Data;
+
+const OPS: usize = 1_000_000;
+
+fn fill<K: Kv>(kv: &K, data: &Data) {
+    for k in &data.keys {
+        kv.set(k, data.value.clone());
+    }
+}
+
+pub fn run(which: &str) {
+    let data = Data::new(100_000);
+    match which {
+        "profile_get" => {
+            let kv = Tide::new();
+            fill(&kv, &data);
+            kv.0.flush().expect("flush");
+            for i in 0..OPS {
+                black_box(kv.get(&data.keys[i % data.keys.len()]));
+            }
+        }
+        "profile_set" => {
+            let kv = Tide::new();
+            for i in 0..OPS {
+                kv.set(&data.keys[i % data.keys.len()], data.value.clone());
+            }
+        }
+        "profile_set_ttl" => {
+            let kv = TideTtl::new();
+            for i in 0..OPS {
+                kv.set(&data.keys[i % data.keys.len()], data.value.clone());
+            }
+        }
+        "profile_persist" => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = tidekv::Store::open(dir.path(), tidekv::Options::default()).expect("open");
+            for i in 0..OPS {
+                store
+                    .set(&crate::point::key(i), data.value.clone())
+                    .expect("set");
+            }
+            store.close().expect("close");
+            let t = std::time::Instant::now();
+            let store = tidekv::Store::open(dir.path(), tidekv::Options::default()).expect("open");
+            eprintln!("reopen of {OPS} records: {:?}", t.elapsed());
+            store.close().expect("close");
+        }
+        "profile_compare" => {
+            // A/B timing for engine work: alternating rounds of get hits, tidekv vs the floor.
+            let tide = if std::env::var("MANUAL").is_ok() {
+                Tide(
+                    tidekv::Store::memory(
+                        tidekv::Options::default()
+                            .clock(tidekv::ManualClock::new(1_700_000_000_000)),
+                    )
+                    .unwrap(),
+                )
+            } else {
+                Tide::new()
+            };
+            let floor = crate::peers::Floor::default();
+            fill(&tide, &data);
+            tide.0.flush().unwrap();
+            fill(&floor, &data);
+            let order: Vec<usize> = (0..OPS)
+                .map(|i| (i * 7_919 + 13) % data.keys.len())
+                .collect();
+            for round in 0..5 {
+                let t = std::time::Instant::now();
+                for &i in &order {
+                    black_box(tide.get(&data.keys[i]));
+                }
+                let a = t.elapsed().as_nanos() as f64 / OPS as f64;
+                let t = std::time::Instant::now();
+                for &i in &order {
+                    black_box(floor.get(&data.keys[i]));
+                }
+                let b = t.elapsed().as_nanos() as f64 / OPS as f64;
+                eprintln!(
+                    "round {round}: tidekv {a:.1} ns, floor {b:.1} ns, ratio {:.2}",
+                    a / b
+                );
+            }
+        }
+        _ => {}
+    }
+}

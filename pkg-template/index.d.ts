@@ -1,0 +1,217 @@
+// Types of the tidekv npm package. The same declarations describe the browser build (web.js)
+// and the Node.js build (node.js); the 'fs' backend exists only in the Node.js build.
+
+/** A JSON value: what `set` stores as kind `'json'`. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+/**
+ * A value to store. A `Uint8Array` is stored as bytes, a `string` as text, anything else as
+ * JSON; `get` returns the same kind.
+ */
+export type Value = Uint8Array | string | JsonValue;
+
+/** The kind a value was stored as. */
+export type ValueKind = 'bytes' | 'text' | 'json';
+
+/** Where a store keeps its data. */
+export type BackendName = 'indexeddb' | 'fs' | 'memory';
+
+/**
+ * How far `flush()` goes before it resolves.
+ * - `'buffered'`: files are written to the OS; IndexedDB uses a relaxed transaction.
+ * - `'fsync'`: files are written and fsync'ed (default for files); IndexedDB: as `'strict'`.
+ * - `'strict'`: files as `'fsync'`; IndexedDB passes `{ durability: 'strict' }`.
+ * IndexedDB defaults to relaxed.
+ */
+export type Durability = 'buffered' | 'fsync' | 'strict';
+
+/** Options of `Store.memory()`. */
+export interface MemoryOptions {
+  /** Pending bytes at which a flush starts. Default 1 MiB (1048576). */
+  bufferSize?: number;
+  /** Longest time a write waits in the buffer before a flush, in ms. Default 1000. */
+  flushInterval?: number;
+  /** Largest value accepted, in bytes. Default 512 MiB. */
+  maxValueSize?: number;
+  /** Compress persisted values of at least 1 KiB (LZ4). Default false. */
+  compression?: boolean;
+}
+
+/** Options of `Store.open()`. Unknown or ill-typed options reject with a `TypeError`. */
+export interface OpenOptions extends MemoryOptions {
+  /**
+   * The database name: ASCII letters, digits, `-`, `_`, `.`, 1 to 128 bytes. Default
+   * `'default'`. IndexedDB: the database name; files: the directory `path/<name>/`.
+   */
+  name?: string;
+  /** The directory holding databases (Node.js, backend `'fs'`). */
+  path?: string;
+  /**
+   * Default: `'indexeddb'` in browsers and workers; in Node.js `'fs'` when `path` is given,
+   * `'memory'` otherwise.
+   */
+  backend?: BackendName;
+  /** See {@link Durability}. */
+  durability?: Durability;
+}
+
+/** Options of one `set`. */
+export interface SetOptions {
+  /** Time to live in ms (a finite number above 0). Default: no expiry. */
+  ttl?: number;
+  /** Tags (non-empty strings); duplicates are removed. Default: none. */
+  tags?: string[];
+}
+
+/** A key's metadata. Times are ms since the Unix epoch. */
+export interface Metadata {
+  /** Value size in bytes. */
+  size: number;
+  createdAt: number;
+  updatedAt: number;
+  /** The absolute deadline, or `null` without a TTL. */
+  expiresAt: number | null;
+  /** Sorted and unique. */
+  tags: string[];
+  kind: ValueKind;
+  /** Whether the value is stored compressed. */
+  compressed: boolean;
+  /** Size of the value as stored (the compressed size when `compressed`), in bytes. */
+  storedSize: number;
+}
+
+/** A value with its metadata, from `getWithMetadata`. */
+export interface Entry {
+  value: Value;
+  metadata: Metadata;
+}
+
+/** One tag and how many live keys carry it. */
+export interface TagCount {
+  tag: string;
+  count: number;
+}
+
+/** A store's counters since it was opened. */
+export interface Stats {
+  sets: number;
+  gets: number;
+  hits: number;
+  misses: number;
+  deletes: number;
+  expires: number;
+  persists: number;
+  /** Keys held in memory (an expired key counts until it is swept or read). */
+  keys: number;
+  valueBytes: number;
+  /** Bytes waiting for the backend, the batch in flight included. */
+  bufferBytes: number;
+  bufferSize: number;
+  /** `bufferBytes` as a percentage of `bufferSize` (may pass 100 while a backend fails). */
+  bufferUtilization: number;
+  expired: number;
+  expiredLazy: number;
+  expiredActive: number;
+  sweeps: number;
+  tickIntervalMs: number;
+  /** Batches the backend committed. */
+  flushes: number;
+  recordsFlushed: number;
+  /** Batches the backend failed; their data stayed buffered. */
+  flushFailures: number;
+  /** The last backend error, or `null`. */
+  lastError: string | null;
+}
+
+/** What `compact()` did. */
+export interface CompactReport {
+  bytesBefore: number;
+  bytesAfter: number;
+  recordsBefore: number;
+  recordsAfter: number;
+  recordsDropped: number;
+}
+
+/** The `code` of every error tidekv throws or rejects with. */
+export type ErrorCode =
+  | 'InvalidType'
+  | 'InvalidValue'
+  | 'InvalidKey'
+  | 'ValueTooLarge'
+  | 'InvalidTtl'
+  | 'InvalidName'
+  | 'InvalidOption'
+  | 'Closed'
+  | 'Io'
+  | 'Corrupt'
+  | 'Locked'
+  | 'Backend'
+  | 'ListenerError';
+
+/**
+ * An error from tidekv: a `TypeError` for wrong types, a `RangeError` for out-of-range
+ * values, an `Error` otherwise, always with a `code`.
+ */
+export interface TidekvError extends Error {
+  code: ErrorCode;
+}
+
+/** Called with every key removed by expiry (lazily or by a sweep). */
+export type ExpireListener = (key: string, namespace: string) => void;
+
+/**
+ * Called with every failed flush (the data stays buffered and is retried with backoff) and
+ * every exception thrown by an `expire` listener (code `'ListenerError'`, the thrown value as
+ * `cause`).
+ */
+export type ErrorListener = (error: TidekvError) => void;
+
+/**
+ * A tidekv store. Reads and writes are synchronous (served from memory; writes are buffered);
+ * `flush`, `compact` and `close` return promises. Ticks (flushes, expiry sweeps) come from one
+ * timer per JS realm: unref'ed in Node.js, where pending data is also flushed at `beforeExit`;
+ * in browsers a flush also starts when the page is hidden and on `pagehide`.
+ */
+export class Store {
+  private constructor();
+  /** Opens a store and loads every live record into memory. */
+  static open(options?: OpenOptions): Promise<Store>;
+  /** A store that keeps nothing after it is closed. */
+  static memory(options?: MemoryOptions): Store;
+  /** Stores `value`, replacing the whole entry (value, TTL, tags). Throws and stores nothing on bad input. */
+  set(key: string, value: Value, options?: SetOptions): void;
+  /** The value as stored, or `undefined` if there is none or it expired. */
+  get(key: string): Value | undefined;
+  getWithMetadata(key: string): Entry | undefined;
+  has(key: string): boolean;
+  /** `true` if the key held a live value. */
+  delete(key: string): boolean;
+  /** Ms until the key expires, or `undefined` without a TTL or key. */
+  ttl(key: string): number | undefined;
+  /** Gives a live key a TTL in ms, keeping value and tags; `true` if the key exists. */
+  expire(key: string, ttl: number): boolean;
+  /** Removes a key's TTL; `true` if the key exists. */
+  persist(key: string): boolean;
+  /** Live keys starting with `prefix` (default: all), sorted. */
+  keys(prefix?: string): string[];
+  /** Live keys carrying every one of `tags`, sorted. */
+  queryByTags(tags: string[]): string[];
+  listTags(): TagCount[];
+  /** A handle to namespace `name` of the same store. */
+  namespace(name: string): Store;
+  /** Removes every expired key now; returns how many. */
+  sweepExpired(): number;
+  stats(): Stats;
+  on(event: 'expire', listener: ExpireListener): void;
+  on(event: 'error', listener: ErrorListener): void;
+  off(event: 'expire', listener: ExpireListener): void;
+  off(event: 'error', listener: ErrorListener): void;
+  /** Resolves once everything written before the call is committed by the backend. */
+  flush(): Promise<void>;
+  /** Flushes, then rewrites the backend's data to hold only live keys. */
+  compact(): Promise<CompactReport>;
+  /** Flushes, stops the timers and releases the backend; later calls throw code `'Closed'`. */
+  close(): Promise<void>;
+  /** Frees this handle's wasm memory (the store itself stays open until `close()`). */
+  free(): void;
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Runs every tidekv benchmark against its peers — native (criterion), Node.js and headless
+# Chromium — in one run, and writes BENCHMARKS.md from the results.
+#
+# Usage: scripts/bench.sh [--quick] [--out FILE]
+#   --quick     reduced sizes and sampling: proves every bench builds and runs (CI); writes
+#               its report to $CARGO_TARGET_DIR/bench-quick/BENCHMARKS.md unless --out is given.
+#   --out FILE  where to write the report (default: BENCHMARKS.md, or the quick path above).
+# The raw results (JSON, criterion estimates) stay in $CARGO_TARGET_DIR/bench-{full,quick}/.
+# A benchmark, not a test: nothing here fails on a slow figure, only on a bench that breaks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+quick=0
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --out) out="$2"; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
+mode=$([ $quick = 1 ] && echo quick || echo full)
+run_dir="$target_dir/bench-$mode"
+[ -n "$out" ] || out=$([ $quick = 1 ] && echo "$run_dir/BENCHMARKS.md" || echo "$ROOT/BENCHMARKS.md")
+rm -rf "$run_dir"
+mkdir -p "$run_dir"
+start=$(date +%s)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+missing=()
+step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+step "tools"
+if [ $quick = 0 ] || ! command -v chromium >/dev/null; then
+  bash scripts/install-tools.sh
+fi
+
+step "native benches (criterion + custom, peers in one process)"
+export TIDEKV_BENCH_OUT="$run_dir/native.json" CRITERION_HOME="$run_dir/criterion"
+export TIDEKV_BENCH_DIR="$target_dir/bench-data"
+[ $quick = 1 ] && export TIDEKV_BENCH_QUICK=1
+set +e
+cargo bench --bench native 2>&1 | tee "$run_dir/native.log" | grep --line-buffered -E '^ *[a-z]+ \||^[a-z_0-9]+/|time:'
+status=${PIPESTATUS[0]}
+set -e
+[ "$status" = 0 ] || { tail -30 "$run_dir/native.log"; echo "native bench failed; log: $run_dir/native.log" >&2; exit 1; }
+rm -rf "$TIDEKV_BENCH_DIR"
+
+# The npm package: build it if this tree has the script and no pkg/ yet.
+if [ ! -f pkg/package.json ] && [ -x scripts/build-npm.sh ]; then
+  step "npm package (scripts/build-npm.sh)"
+  scripts/build-npm.sh
+fi
+if [ -f pkg/package.json ]; then
+  step "package size"
+  python3 scripts/bench_report.py --package-size pkg > "$run_dir/package.json"
+
+  step "JS bench dependencies (npm ci in bench/)"
+  (cd bench && npm ci --no-audit --no-fund --loglevel=error)
+
+  step "Node.js bench"
+  node bench/node/bench.mjs ${TIDEKV_BENCH_QUICK:+--quick} --out "$run_dir/node.json"
+
+  step "browser bench (headless Chromium)"
+  node bench/browser/run.mjs ${TIDEKV_BENCH_QUICK:+--quick} --out "$run_dir/browser.json"
+else
+  missing+=("Node.js and browser benches, npm package size: no pkg/ (scripts/build-npm.sh is not in this tree yet)")
+fi
+
+step "report"
+python3 - "$run_dir/machine.json" "$quick" "$start" "$load_start" "${missing[@]+"${missing[@]}"}" <<'EOF'
+import json, os, platform, subprocess, sys, time
+path, quick, start, load_start, *missing = sys.argv[1:]
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30).stdout.strip()
+    except Exception:
+        return "?"
+cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+mem_kb = int(sh("grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2") or 0)
+json.dump({
+    "command": "scripts/bench.sh" + (" --quick" if quick == "1" else ""),
+    "quick": quick == "1",
+    "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    "duration_s": time.time() - int(start),
+    "cpu": cpu or platform.processor(),
+    "cores": os.cpu_count(),
+    "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+    "kernel": platform.release(),
+    "rustc": sh("rustc --version"),
+    "node": sh("node --version"),
+    "chromium": sh("chromium --version 2>/dev/null") or "not installed",
+    "commit": sh("git rev-parse --short HEAD") + (" + uncommitted changes" if sh("git status --porcelain") else ""),
+    "load_start": load_start,
+    "load_end": " ".join(open("/proc/loadavg").read().split()[:3]),
+    "missing": missing,
+}, open(path, "w"), indent=1)
+EOF
+python3 scripts/bench_report.py "$run_dir" "$out"
+echo "benchmarks done in $(( $(date +%s) - start )) s: $out"

@@ -1,0 +1,545 @@
+#!/usr/bin/env python3
+"""Writes BENCHMARKS.md from one run of scripts/bench.sh.
+
+Reads, from the run's output directory:
+  machine.json          what scripts/bench.sh recorded about the machine and the run
+  native.json           rows from the native bench binary (benches/native)
+  criterion/            criterion's estimates for the point-operation and sweep-tick benches
+  node.json             rows from bench/node (optional)
+  browser.json          rows from bench/browser (optional)
+  package.json          the npm package's gzip sizes (optional)
+and benches/report_notes.md, the hand-written explanations merged under missed targets.
+
+Every number in the output comes from those files; nothing here is a measurement.
+Usage: bench_report.py RUN_DIR OUTPUT.md
+"""
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_json(path, default):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+class Results:
+    """(group, metric, peer) -> (value, unit)."""
+
+    def __init__(self):
+        self.rows = {}
+
+    def add_rows(self, rows):
+        for r in rows:
+            self.rows[(r["group"], r["metric"], r["peer"])] = (r["value"], r["unit"])
+
+    def get(self, group, metric, peer):
+        v = self.rows.get((group, metric, peer))
+        if v is None or v[0] is None or v[0] < 0:
+            return None
+        return v[0]
+
+    def peers(self, group, metric=None):
+        seen = []
+        for g, m, p in self.rows:
+            if g == group and (metric is None or m == metric) and p not in seen:
+                seen.append(p)
+        return seen
+
+    def has_group(self, group):
+        return any(g == group for g, _, _ in self.rows)
+
+
+def add_criterion(results, crit_dir):
+    """Criterion's median estimate per benchmark, as rows group/peer/metric in ns."""
+    crit = Path(crit_dir)
+    if not crit.is_dir():
+        return
+    for est in sorted(crit.glob("**/new/estimates.json")):
+        parts = est.relative_to(crit).parts[:-2]
+        data = load_json(est, None)
+        if not data:
+            continue
+        ns = data["median"]["point_estimate"]
+        if len(parts) == 3:  # group / peer / op
+            group, peer, op = parts
+        elif len(parts) == 2:  # group / name
+            group, peer = parts
+            op = "time"
+        else:
+            continue
+        results.add_rows([{"group": group, "metric": op, "peer": peer, "value": ns, "unit": "ns"}])
+
+
+def fmt_ns(ns):
+    if ns is None:
+        return "–"
+    if ns >= 1e9:
+        return f"{ns / 1e9:.2f} s"
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.1f} ns"
+
+
+def fmt_num(v, digits=0):
+    if v is None:
+        return "–"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "–"
+    if r >= 100:
+        return f"{r:,.0f}×"
+    if r >= 10:
+        return f"{r:.1f}×"
+    return f"{r:.2f}×"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        out.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(out)
+
+
+def fill_note(text, res):
+    """Replaces {{group/metric/peer}} with that figure from the run, so a note's numbers come
+    from the run too."""
+    def one(m):
+        group, metric, peer = m.group(1).split("/", 2)
+        v = res.get(group, metric, peer)
+        if v is None:
+            return "(not measured)"
+        unit = res.rows[(group, metric, peer)][1]
+        if unit == "ns":
+            return fmt_ns(v)
+        return f"{fmt_num(v, 0 if abs(v) >= 100 else 1)} {unit}"
+    return re.sub(r"\{\{([^}]+)\}\}", one, text)
+
+
+def read_notes():
+    """Sections of benches/report_notes.md: '## id' followed by text."""
+    path = ROOT / "benches" / "report_notes.md"
+    notes = {}
+    if not path.exists():
+        return notes
+    current = None
+    for line in path.read_text().splitlines():
+        m = re.match(r"^## (\S+)\s*$", line)
+        if m:
+            current = m.group(1)
+            notes[current] = []
+        elif current:
+            notes[current].append(line)
+    return {k: "\n".join(v).strip() for k, v in notes.items()}
+
+
+POINT_PEERS = ["tidekv", "tidekv_ttl", "mutex_hashmap", "dashmap", "moka_ttl"]
+POINT_LABEL = {
+    "tidekv": "tidekv",
+    "tidekv_ttl": "tidekv, every key with a TTL",
+    "mutex_hashmap": "Mutex&lt;HashMap&gt; (floor)",
+    "dashmap": "dashmap",
+    "moka_ttl": "moka::sync::Cache (TTL)",
+}
+POINT_OPS = ["get_hit", "get_miss", "set", "delete"]
+
+
+def point_section(res, out):
+    for threads in (1, 2):
+        group = f"point_{threads}t"
+        if not res.has_group(group):
+            continue
+        peers = [p for p in POINT_PEERS if p in res.peers(group)]
+        others = [p for p in peers if p != "tidekv"]
+        if threads == 1:
+            out.append(f"### {threads} thread: time per operation (criterion median; lower is better)\n")
+            out.append("Ratio = tidekv's time ÷ the peer's time (below 1× means tidekv is faster).\n")
+            header = ["operation", "tidekv"] + [f"{POINT_LABEL[p]} · ratio" for p in others]
+            rows = []
+            for op in POINT_OPS:
+                t = res.get(group, op, "tidekv")
+                row = [op, fmt_ns(t)]
+                for p in others:
+                    v = res.get(group, op, p)
+                    row.append(f"{fmt_ns(v)} · {fmt_ratio(ratio(t, v))}")
+                rows.append(row)
+        else:
+            out.append(f"### {threads} threads: throughput, both threads on one store (higher is better)\n")
+            out.append(
+                "Each criterion iteration is one operation on each thread; throughput = 2 ÷ its "
+                "median time. Ratio = tidekv's throughput ÷ the peer's (above 1× means tidekv is faster).\n"
+            )
+            header = ["operation", "tidekv"] + [f"{POINT_LABEL[p]} · ratio" for p in others]
+            rows = []
+            for op in POINT_OPS:
+                t = res.get(group, op, "tidekv")
+                tt = threads * 1e3 / t if t else None  # Mops/s
+                row = [op, f"{fmt_num(tt, 2)} M/s" if tt else "–"]
+                for p in others:
+                    v = res.get(group, op, p)
+                    vt = threads * 1e3 / v if v else None
+                    row.append(f"{fmt_num(vt, 2)} M/s · {fmt_ratio(ratio(tt, vt))}" if vt else "–")
+                rows.append(row)
+        out.append(table(header, rows) + "\n")
+
+
+def targets(res, run):
+    """Each target: (id, text, measured text, met: True/False/None)."""
+    t = []
+
+    def add(tid, text, value_text, met):
+        t.append((tid, text, value_text, met))
+
+    floor = ratio(res.get("point_1t", "get_hit", "tidekv"), res.get("point_1t", "get_hit", "mutex_hashmap"))
+    add("get_hit_floor", "get hit ≤ 1.5× the time of the Mutex&lt;HashMap&gt; floor (1 thread)",
+        f"{fmt_ratio(floor)} the floor's time" if floor else "not measured", floor <= 1.5 if floor else None)
+    moka = ratio(res.get("point_1t", "get_hit", "moka_ttl"), res.get("point_1t", "get_hit", "tidekv"))
+    add("get_hit_moka", "get hit ≥ 2× moka's throughput (1 thread)",
+        f"{fmt_ratio(moka)} moka's throughput" if moka else "not measured", moka >= 2 if moka else None)
+
+    redb = ratio(res.get("persist", "records_per_s", "tidekv"), res.get("persist", "records_per_s", "redb, commit every 1,000"))
+    add("persist_redb", "persistent writes ≥ 3× redb's batched-commit rate (commit every 1,000)",
+        f"{fmt_ratio(redb)} redb's rate" if redb else "not measured", redb >= 3 if redb else None)
+    limit = ratio(res.get("persist", "disk_mb_per_s", "tidekv"), res.get("persist", "disk_mb_per_s", "sequential write limit"))
+    add("persist_limit", "persistent writes ≥ 50% of the sequential write-with-fsync limit (bytes written to disk)",
+        f"{limit * 100:.0f}% of the limit" if limit else "not measured", limit >= 0.5 if limit else None)
+
+    tick = res.get("sweep_tick", "time", "tidekv_store_sweep_expired")
+    add("sweep_tick", "sweep tick with nothing due at 1M keys < 1 µs (Store::sweep_expired)",
+        fmt_ns(tick) if tick else "not measured", tick < 1000 if tick else None)
+    reopen = res.get("reopen", "open_ms", "tidekv")
+    add("reopen", "reopen 1M records ≤ 1 s", fmt_ns(reopen * 1e6) if reopen else "not measured",
+        reopen <= 1000 if reopen else None)
+    for peer, label in (("tidekv", ""), ("tidekv_ttl", ", every key with a TTL")):
+        mem = res.get("memory", "overhead_per_key", peer)
+        add("memory" if peer == "tidekv" else "memory_ttl",
+            f"memory overhead ≤ 64 bytes per key beyond key + value{label}",
+            f"{mem:.0f} B per key" if mem is not None else "not measured",
+            mem <= 64 if mem is not None else None)
+
+    b = "browser"
+    r = ratio(res.get(b, "set_ms", "idb-keyval set"), res.get(b, "set_ms", "tidekv"))
+    add("browser_set", "browser: buffered set ≥ 100× idb-keyval `set`",
+        f"{fmt_ratio(r)} as fast" if r else "not measured", r >= 100 if r else None)
+    r = ratio(res.get(b, "flush_ms", "tidekv"), res.get(b, "flush_ms", "idb-keyval setMany"))
+    add("browser_flush", "browser: flush of 10k records within 1.2× of idb-keyval `setMany`",
+        f"{fmt_ratio(r)} setMany's time" if r else "not measured", r <= 1.2 if r else None)
+    r = ratio(res.get(b, "get_ms", "idb-keyval get"), res.get(b, "get_ms", "tidekv"))
+    add("browser_get", "browser: get ≥ 100× idb-keyval `get`",
+        f"{fmt_ratio(r)} as fast" if r else "not measured", r >= 100 if r else None)
+
+    n = "node"
+    tk = res.get(n, "get", "tidekv")
+    lru = ratio(tk, res.get(n, "get", "lru-cache (ttl)"))
+    add("node_lru", "Node: get within 2× of lru-cache",
+        f"{fmt_ratio(lru)} lru-cache's time" if lru else "not measured", lru <= 2 if lru else None)
+    kv = ratio(tk, res.get(n, "get", "keyv (memory)"))
+    nc = ratio(tk, res.get(n, "get", "node-cache"))
+    both = kv is not None and nc is not None
+    add("node_peers", "Node: get faster than keyv and node-cache",
+        f"{fmt_ratio(kv)} keyv's time, {fmt_ratio(nc)} node-cache's" if both else "not measured",
+        (kv < 1 and nc < 1) if both else None)
+
+    size = run.get("package", {}).get("gzip_total")
+    add("npm_size", "npm package ≤ 100 KB gzip (wasm + JS glue)",
+        f"{size / 1024:.1f} KB" if size else "not measured", size <= 100 * 1024 if size else None)
+    return t
+
+
+def package_size(pkg_dir):
+    """gzip -9 sizes of the npm package's wasm and JS files; the target figure is one build (what
+    a browser downloads: the files next to the `browser` export), or every file if there is one."""
+    import gzip
+    pkg = Path(pkg_dir)
+    manifest = load_json(pkg / "package.json", {})
+    files = sorted(p for p in pkg.rglob("*")
+                   if p.is_file() and "node_modules" not in p.parts
+                   and (p.suffix == ".wasm" or (p.suffix in (".js", ".mjs", ".cjs") and not p.name.endswith(".d.ts"))))
+    rows = []
+    for p in files:
+        data = p.read_bytes()
+        rows.append([str(p.relative_to(pkg)), len(data), len(gzip.compress(data, 9))])
+
+    def browser_entry(exports):
+        if isinstance(exports, str):
+            return None
+        if isinstance(exports, dict):
+            for k in ("browser", "import", "default"):
+                if k in exports and isinstance(exports[k], str) and k == "browser":
+                    return exports[k]
+            for v in exports.values():
+                found = browser_entry(v)
+                if found:
+                    return found
+        return None
+
+    entry = browser_entry(manifest.get("exports", {})) or manifest.get("browser") or manifest.get("module")
+    chosen = rows
+    build = "all files"
+    if isinstance(entry, str):
+        # The browser build: its entry file, and the wasm-bindgen output it loads — the files
+        # beside it, or (entry `./web.js`) under the directory of the same stem (`web/`).
+        entry_path = (pkg / entry).resolve()
+        stem_dir = entry_path.with_suffix("")
+        def in_build(rel):
+            p = (pkg / rel).resolve()
+            if p == entry_path:
+                return True
+            if stem_dir.is_dir():
+                return stem_dir in p.parents
+            return p.parent == entry_path.parent
+        chosen = [r for r in rows if in_build(r[0])] or rows
+        shown = f"{entry_path.relative_to(pkg.resolve())}" + (
+            f" + {stem_dir.relative_to(pkg.resolve())}/" if stem_dir.is_dir() else "")
+        build = f"the browser build ({shown})"
+    return {"files": rows, "build": build, "gzip_total": sum(r[2] for r in chosen),
+            "raw_total": sum(r[1] for r in chosen), "gzip_all": sum(r[2] for r in rows)}
+
+
+def main():
+    if sys.argv[1] == "--package-size":
+        json.dump(package_size(sys.argv[2]), sys.stdout, indent=1)
+        return
+    run_dir, out_path = Path(sys.argv[1]), Path(sys.argv[2])
+    machine = load_json(run_dir / "machine.json", {})
+    res = Results()
+    res.add_rows(load_json(run_dir / "native.json", []))
+    res.add_rows(load_json(run_dir / "node.json", []))
+    res.add_rows(load_json(run_dir / "browser.json", []))
+    add_criterion(res, run_dir / "criterion")
+    run = {"package": load_json(run_dir / "package.json", {})}
+    notes = read_notes()
+    quick = machine.get("quick", False)
+
+    out = []
+    out.append("# tidekv benchmarks\n")
+    out.append(
+        "Generated by `scripts/bench.sh` from one run; every figure below comes from that run "
+        "(edit `benches/report_notes.md` for the explanations, never this file). Peers run in the "
+        "same process (or page) as tidekv, one after another, so the **ratios** are the figures to "
+        "trust on a shared machine; absolute times move with the machine's load.\n"
+    )
+    if quick:
+        out.append("> **Quick run** (`--quick`): reduced sizes and sampling; it proves the benches work, "
+                   "its figures mean little.\n")
+
+    out.append("## Machine and run\n")
+    m = machine
+    rows = [
+        ["command", f"`{m.get('command', '?')}`"],
+        ["date (UTC)", m.get("date", "?")],
+        ["duration", f"{m.get('duration_s', 0) / 60:.1f} min"],
+        ["CPU", f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"],
+        ["memory", m.get("memory", "?")],
+        ["kernel", m.get("kernel", "?")],
+        ["rustc", m.get("rustc", "?")],
+        ["node", m.get("node", "?")],
+        ["chromium", m.get("chromium", "?")],
+        ["git commit", m.get("commit", "?")],
+        ["one wall-clock read (`SystemTime::now`, measured)", fmt_ns(res.get("clock", "time", "system_time_now"))],
+        ["load average at start (1/5/15 min)", m.get("load_start", "?")],
+        ["load average at end (1/5/15 min)", m.get("load_end", "?")],
+    ]
+    out.append(table(["", ""], rows) + "\n")
+    out.append(
+        f"Keys: {fmt_num(res.get('run', 'scale_big', '-'))} for the expiry, memory, persistence and "
+        f"reopen benches; {fmt_num(res.get('run', 'scale_point_keys', '-'))} preloaded for point "
+        "operations. Keys are 12-byte strings (`key:00000000`), values 100 bytes.\n"
+    )
+
+    ts = targets(res, run)
+    out.append("## Targets (from issue 6, computed from this run)\n")
+    mark = {True: "met", False: "**missed**", None: "not measured"}
+    out.append(table(["target", "measured", ""], [[txt, val, mark[met]] for _, txt, val, met in ts]) + "\n")
+
+    out.append("## Native: point operations in memory\n")
+    out.append(
+        "tidekv is `Store::memory(Options::default())` (system clock, 1 MiB write buffer, buffered "
+        "writes: a set is in memory when it returns). The floor is `std::sync::Mutex<std::collections::"
+        "HashMap<String, Bytes>>`; moka is `moka::sync::Cache<String, Bytes>` with `time_to_live(1 h)`. "
+        "Random access over the preloaded keys.\n"
+    )
+    point_section(res, out)
+
+    if res.has_group("sweep_tick") or res.has_group("reclaim"):
+        out.append("## Native: expiry\n")
+    if res.has_group("sweep_tick"):
+        out.append(
+            "A sweep tick with every key carrying a TTL 1 h away (nothing due). "
+            "`Engine::sweep` is the core alone; `Store::sweep_expired` adds the lock and the clock read "
+            "(what a timer tick costs). moka's `run_pending_tasks` is its housekeeping call.\n"
+        )
+        names = [("tidekv_engine_sweep", "tidekv `Engine::sweep(now, 1000)`"),
+                 ("tidekv_store_sweep_expired", "tidekv `Store::sweep_expired()`"),
+                 ("moka_run_pending_tasks", "moka `run_pending_tasks()`")]
+        base = res.get("sweep_tick", "time", "tidekv_store_sweep_expired")
+        rows = []
+        for key, label in names:
+            v = res.get("sweep_tick", "time", key)
+            rows.append([label, fmt_ns(v), fmt_ratio(ratio(base, v)) if key != "tidekv_store_sweep_expired" else ""])
+        out.append(table(["tick, nothing due", "median time", "tidekv store ÷ this"], rows) + "\n")
+    if res.has_group("reclaim"):
+        out.append(
+            "Reclaim: every key expires at the same moment (tidekv: a manual clock jumps past the "
+            "deadlines; moka: per-entry expiry of 1 s, real time). Meanwhile another thread reads 10,000 "
+            "keys that do not expire, timing each get.\n"
+        )
+        rows = []
+        for peer in res.peers("reclaim"):
+            g = lambda m: res.get("reclaim", m, peer)  # noqa: E731
+            rows.append([peer, fmt_ns(g("reclaim_time") * 1e6) if g("reclaim_time") is not None else "–",
+                         fmt_num(g("keys_reclaimed")), fmt_num(g("gets_during")), fmt_ns(g("get_p50")),
+                         fmt_ns(g("get_p99")), fmt_ns(g("get_max") * 1e6) if g("get_max") is not None else "–"])
+        out.append(table(["reclaim", "time", "keys", "gets during it", "get p50", "get p99", "get max"], rows) + "\n")
+
+    if res.has_group("memory"):
+        out.append("## Native: memory per key\n")
+        out.append(
+            "Bytes allocated per key (a counting global allocator: requested sizes, not the system "
+            "allocator's rounding or headers), minus the key and value bytes. tidekv is measured after "
+            "a flush (nothing pending).\n"
+        )
+        base = res.get("memory", "overhead_per_key", "tidekv")
+        rows = []
+        for p in POINT_PEERS:
+            tot, ov = res.get("memory", "total_per_key", p), res.get("memory", "overhead_per_key", p)
+            if tot is None:
+                continue
+            rows.append([POINT_LABEL[p], f"{tot:.0f} B", f"{ov:.0f} B",
+                         fmt_ratio(ratio(base, ov)) if p != "tidekv" else ""])
+        out.append(table(["store", "allocated per key", "overhead per key", "tidekv overhead ÷ this"], rows) + "\n")
+
+    if res.has_group("persist"):
+        out.append("## Native: persistent writes\n")
+        out.append(
+            "N sets of 100-byte values, then a flush that reaches the disk (fsync). tidekv is "
+            "`Store::open` with default options (`Durability::Fsync`: every flush of the 1 MiB buffer "
+            "is written and fsynced). The limit is the same disk written sequentially by the bench "
+            "itself (1 MiB writes, one fsync at the end). MB/s on disk counts the bytes each store "
+            "actually wrote (its files' size); payload MB/s counts key + value bytes.\n"
+        )
+        base = res.get("persist", "records_per_s", "tidekv")
+        rows = []
+        for p in res.peers("persist"):
+            g = lambda mt: res.get("persist", mt, p)  # noqa: E731
+            rows.append([p, fmt_ns(g("time_ms") * 1e6) if g("time_ms") else "–",
+                         fmt_num(g("records_per_s")), fmt_num(g("payload_mb_per_s"), 1),
+                         fmt_num(g("disk_mb_per_s"), 1),
+                         fmt_ratio(ratio(base, g("records_per_s"))) if p != "tidekv" and g("records_per_s") else ""])
+        out.append(table(["store", "time", "records/s", "payload MB/s", "MB/s on disk", "tidekv ÷ this (records/s)"], rows) + "\n")
+
+    if res.has_group("reopen"):
+        out.append("## Native: reopen\n")
+        out.append(
+            "Open a store holding N records (written by the persistent-write bench) and have every "
+            "record readable. tidekv replays its log into memory on open; redb and sled open lazily, "
+            "so they are timed for open + a full scan. The raw figure is reading the tidekv files "
+            "with `std::fs::read` (page cache warm, as for every store here).\n"
+        )
+        base = res.get("reopen", "open_ms", "tidekv")
+        rows = []
+        for p in res.peers("reopen"):
+            v = res.get("reopen", "open_ms", p)
+            mbs = res.get("reopen", "mb_per_s", p)
+            rows.append([p, fmt_ns(v * 1e6) if v else "–", fmt_num(mbs, 0) if mbs else "",
+                         fmt_ratio(ratio(base, v)) if p != "tidekv" and v else ""])
+        out.append(table(["store", "time", "MB/s", "tidekv ÷ this (time)"], rows) + "\n")
+
+    if res.has_group("node"):
+        out.append("## Node.js\n")
+        out.append(
+            "The npm package's Node build (`Store.memory()`, from `pkg/`) against `lru-cache` "
+            "(`ttl` set), `keyv` (its default in-memory Map store) and `node-cache` (defaults, which "
+            "clone values), in one process with tinybench; every peer's entries carry a 1 h TTL. "
+            "10,000 keys of 100-character string values, random access; each timed call does "
+            "1,000 operations so the harness's own cost is spread thin. keyv's API is async, so "
+            "each of its operations awaits a promise — that is what a keyv user pays.\n"
+        )
+        peers = res.peers("node")
+        others = [p for p in peers if p != "tidekv"]
+        ops = []
+        for g, mt, p in res.rows:
+            if g == "node" and mt not in ops:
+                ops.append(mt)
+        rows = []
+        for op in ops:
+            t = res.get("node", op, "tidekv")
+            row = [op, fmt_ns(t)]
+            for p in others:
+                v = res.get("node", op, p)
+                row.append(f"{fmt_ns(v)} · {fmt_ratio(ratio(t, v))}")
+            rows.append(row)
+        out.append("Time per operation (mean); ratio = tidekv's time ÷ the peer's (below 1× means tidekv is faster).\n")
+        out.append(table(["operation", "tidekv"] + [f"{p} · ratio" for p in others], rows) + "\n")
+
+    if res.has_group("browser"):
+        n, open_n = res.get("browser", "keys", "-"), res.get("browser", "open_keys", "-")
+        out.append("## Browser (headless Chromium, one page)\n")
+        out.append(
+            f"One page, one run: tidekv's web build over IndexedDB (`Store.open`, a 64 MiB buffer so "
+            f"nothing flushes on its own during the run) against idb-keyval and localforage (its "
+            f"IndexedDB driver), {fmt_num(n)} keys of 100-character string values. tidekv's set is "
+            f"buffered (in memory when it returns); its flush is the IndexedDB write of all of them. "
+            f"idb-keyval `set` is one transaction per key, awaited in turn; `setMany` one transaction. "
+            f"Open: {fmt_num(open_n)} keys on disk; tidekv's `Store.open` loads every record into "
+            f"memory, so the peers (which have no open step) are timed reading every entry.\n"
+        )
+        labels = {"set_ms": f"set {fmt_num(n)}", "flush_ms": f"write {fmt_num(n)} to IndexedDB (flush / setMany)",
+                  "get_ms": f"get {fmt_num(n)}", "open_ms": f"open with {fmt_num(open_n)} keys"}
+        rows = []
+        for mt, label in labels.items():
+            t = res.get("browser", mt, "tidekv")
+            for p in res.peers("browser", mt):
+                v = res.get("browser", mt, p)
+                rows.append([label, p, fmt_ns(v * 1e6),
+                             "" if p == "tidekv" else f"{fmt_ratio(ratio(v, t))}"])
+        out.append(table(["workload", "store", "time", "peer's time ÷ tidekv's (above 1× means tidekv is faster)"], rows) + "\n")
+
+    pkg = run["package"]
+    if pkg:
+        out.append("## npm package size\n")
+        rows = [[f, f"{b / 1024:.1f} KB", f"{g / 1024:.1f} KB"] for f, b, g in pkg.get("files", [])]
+        rows.append([f"**wasm + JS glue of {pkg['build']} (the target)**", f"{pkg['raw_total'] / 1024:.1f} KB",
+                     f"**{pkg['gzip_total'] / 1024:.1f} KB**"])
+        out.append(table(["file", "size", "gzip -9"], rows) + "\n")
+
+    missing = [m_ for m_ in machine.get("missing", [])]
+    if missing:
+        out.append("## Not measured in this run\n")
+        out.extend(f"- {m_}" for m_ in missing)
+        out.append("")
+
+    missed = [(tid, txt) for tid, txt, _, met in ts if met is False]
+    if missed:
+        out.append("## Missed targets: what stands in the way\n")
+        for tid, txt in missed:
+            out.append(f"### {txt}\n")
+            out.append(fill_note(notes.get(tid, "No explanation written yet (add one to `benches/report_notes.md`)."), res) + "\n")
+
+    out_path.write_text("\n".join(out).rstrip() + "\n")
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the npm package into pkg/: the wasm for browsers (IndexedDB, no Node.js imports) and for
+# Node.js (feature `node`: the file backend), assembled with pkg-template/ into one ESM package
+# with conditional exports. Prints the gzip size of each build's wasm + JS glue.
+#
+# Usage: scripts/build-npm.sh [--pack]     (--pack also writes pkg/../tidekv-<version>.tgz)
+# Needs: the wasm32 target and wasm-bindgen-cli equal to the pinned wasm-bindgen
+# (scripts/install-tools.sh), and the npm dev dependencies of package.json (installed here with
+# `npm ci` when missing): wasm-opt comes from the `binaryen` npm package, because Debian's
+# binaryen is too old for wasm-bindgen's externref tables.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pack=false
+[ "${1:-}" = "--pack" ] && pack=true
+
+target_dir=${CARGO_TARGET_DIR:-target}
+out=pkg
+wasm="$target_dir/wasm32-unknown-unknown/release/tidekv.wasm"
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+
+if [ ! -x node_modules/.bin/wasm-opt ]; then
+  echo "[build-npm] npm ci (dev tools: binaryen, playwright-core, typescript)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+rm -rf "$out"
+mkdir -p "$out"
+
+# build <dir> <wasm-bindgen target> [cargo args...]
+build() {
+  local dir=$1 bindgen_target=$2
+  shift 2
+  echo "[build-npm] cargo build --release --target wasm32-unknown-unknown $*"
+  cargo build --quiet --lib --release --target wasm32-unknown-unknown "$@"
+  wasm-bindgen --target "$bindgen_target" --no-typescript --out-dir "$out/$dir" "$wasm"
+  rm -f "$out/$dir/package.json"
+  node_modules/.bin/wasm-opt -O3 -o "$out/$dir/tidekv_bg.wasm" "$out/$dir/tidekv_bg.wasm"
+}
+
+build web web
+build node experimental-nodejs-module --features node
+
+cp pkg-template/package.json pkg-template/index.d.ts pkg-template/web.js pkg-template/node.js \
+  pkg-template/README.md "$out/"
+node -e '
+  const fs = require("fs");
+  const file = process.argv[1];
+  const p = JSON.parse(fs.readFileSync(file, "utf8"));
+  p.version = process.argv[2];
+  fs.writeFileSync(file, JSON.stringify(p, null, 2) + "\n");
+' "$out/package.json" "$version"
+
+gz() { cat "$@" | gzip -9 | wc -c; }
+for dir in web node; do
+  glue=$(find "$out/$dir" -name '*.js' | sort)
+  # shellcheck disable=SC2086
+  printf '[build-npm] %-4s wasm %7d B, gzip: wasm + JS glue %6d B (wasm %d B, glue %d B)\n' \
+    "$dir" "$(wc -c < "$out/$dir/tidekv_bg.wasm")" "$(gz "$out/$dir/tidekv_bg.wasm" $glue)" \
+    "$(gz "$out/$dir/tidekv_bg.wasm")" "$(gz $glue)"
+done
+
+if $pack; then
+  (cd "$out" && npm pack --quiet --pack-destination ..) >/dev/null
+  echo "[build-npm] packed tidekv-$version.tgz"
+fi
+echo "[build-npm] package ready in $out/ (tidekv $version)"

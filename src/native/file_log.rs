@@ -1,0 +1,623 @@
+//! The file-log backend: a database directory of append-only segment files (layout and replay
+//! rules in [`crate::core::log`]), made durable with `fsync`, compacted by rewriting live
+//! records into fresh segments.
+//!
+//! Crash safety rests on three rules:
+//! - A batch is appended at the end of the last good record with one write call; if the write
+//!   or its `fsync` fails, the file is cut back to that length before the batch is retried, so a
+//!   retry never lands after garbage.
+//! - A segment is sealed (`fsync`) before the next one exists, and a new segment appears only
+//!   complete (header written to a `.tmp` file, synced, renamed, directory synced). So only the
+//!   last segment can end in a torn write.
+//! - Compaction writes its output to ids between the old segments and the segment new writes go
+//!   to, makes it durable, then deletes the old segments oldest first. At every step the
+//!   segments on disk replay to a state that holds every acknowledged write (see
+//!   [`FileCompaction`]).
+//!
+//! It never decides what a record means: replay hands records to the engine, which applies
+//! "later shadows earlier" and drops expired keys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use super::backend::{Compaction, CompactionReport, DiskStats};
+use super::lock::DirLock;
+use super::options::LogOptions;
+use super::{Backend, Clock, Durability};
+use crate::core::log::{
+    classify_file_name, compaction_due, compaction_ids, encode_segment_header, scan_segment,
+    segment_file_name, CorruptPolicy, FileKind, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
+};
+use crate::{Batch, Error, Record, Result};
+
+/// How often (ms of store time) the dead-byte estimate looks for expired records.
+const EXPIRY_SCAN_MS: u64 = 5_000;
+/// Compaction output is written through a buffer of this size.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The file-log backend of [`Store::open`](super::Store::open).
+pub(crate) struct FileLog {
+    inner: Arc<Mutex<LogInner>>,
+}
+
+struct LogInner {
+    dir: PathBuf,
+    options: LogOptions,
+    clock: Arc<dyn Clock>,
+    /// `None` once closed.
+    lock: Option<DirLock>,
+    /// Every segment on disk, the active one included.
+    segments: BTreeMap<u64, SegInfo>,
+    /// The segment batches are appended to; `None` until the first write needs one.
+    active: Option<Active>,
+    /// The id the next new segment gets.
+    next_id: u64,
+    index: LiveIndex,
+    /// While a compaction runs: what changed since it began, by key hash (`None` = gone).
+    post: Option<HashMap<u64, Option<Slot>, BuildHasherDefault<PreHashed>>>,
+    last_expiry_scan: u64,
+    /// After a failed automatic compaction, do not try again below this size.
+    retry_compaction_at: u64,
+    stats: DiskStats,
+    buf: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct SegInfo {
+    bytes: u64,
+    records: u64,
+}
+
+struct Active {
+    id: u64,
+    file: File,
+    /// End of the last good record: where the next batch goes.
+    len: u64,
+}
+
+impl FileLog {
+    /// Takes the lock of `dir` (which must exist). Nothing is read until
+    /// [`Backend::load`].
+    pub fn open(dir: &Path, options: LogOptions, clock: Arc<dyn Clock>) -> Result<FileLog> {
+        options.validate()?;
+        let lock = DirLock::acquire(dir)?;
+        let inner = LogInner {
+            dir: lock.dir().to_path_buf(),
+            stats: DiskStats {
+                dir: lock.dir().to_path_buf(),
+                ..DiskStats::default()
+            },
+            options,
+            clock,
+            lock: Some(lock),
+            segments: BTreeMap::new(),
+            active: None,
+            next_id: 1,
+            index: LiveIndex::default(),
+            post: None,
+            last_expiry_scan: 0,
+            retry_compaction_at: 0,
+            buf: Vec::new(),
+        };
+        Ok(FileLog {
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+}
+
+impl Backend for FileLog {
+    /// Replays every segment in id order. A torn tail of the last segment is truncated (with a
+    /// warning on stderr); a bad record anywhere else is [`Error::Corrupt`] naming the file and
+    /// offset — unless `skip_corrupt_records` is on — and then nothing on disk was changed
+    /// (leftover `.tmp` files aside).
+    fn load(&mut self, visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        let now = inner.clock.now_ms();
+        inner.last_expiry_scan = now;
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&inner.dir)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(String::from) else {
+                continue;
+            };
+            match classify_file_name(&name) {
+                FileKind::Segment(id) => ids.push(id),
+                FileKind::Temp => {
+                    // An unfinished segment or compaction output: never part of the log.
+                    let _ = fs::remove_file(entry.path());
+                }
+                FileKind::Lock | FileKind::Other => {}
+            }
+        }
+        ids.sort_unstable();
+        let policy = if inner.options.skip_corrupt {
+            CorruptPolicy::Skip
+        } else {
+            CorruptPolicy::Fail
+        };
+        let mut torn = None;
+        for (i, &id) in ids.iter().enumerate() {
+            let path = inner.dir.join(segment_file_name(id));
+            // One read per segment; records are decoded straight from this buffer.
+            let bytes = fs::read(&path)?;
+            let is_last = i + 1 == ids.len();
+            let index = &mut inner.index;
+            let stats = &mut inner.stats;
+            let scan = scan_segment(&bytes, id, is_last, policy, &mut |record, len| {
+                if let Record::Put(p) = &record {
+                    if p.expires_at.is_some_and(|d| d <= now) {
+                        stats.expired_at_open += 1;
+                    }
+                }
+                index.apply(&record, len, now);
+                stats.records_replayed += 1;
+                visit(record)
+            })
+            .map_err(|e| match e {
+                Error::Corrupt(why) => Error::Corrupt(format!("{}: {why}", path.display())),
+                other => other,
+            })?;
+            for span in &scan.corrupt {
+                eprintln!(
+                    "tidekv: warning: skipped {} corrupt bytes at offset {} of {} ({})",
+                    span.len,
+                    span.offset,
+                    path.display(),
+                    span.reason
+                );
+            }
+            inner.stats.corrupt_records_skipped += scan.corrupt.len() as u64;
+            if scan.torn_tail > 0 {
+                torn = Some((id, path, scan.id.is_some(), scan.valid_len, scan.torn_tail));
+            }
+            let info = SegInfo {
+                bytes: scan.valid_len as u64,
+                records: scan.records,
+            };
+            inner.segments.insert(id, info);
+            inner.next_id = id.saturating_add(1);
+        }
+        if let Some((id, path, has_header, valid_len, tail)) = torn {
+            eprintln!(
+                "tidekv: warning: truncating a torn write of {tail} bytes at the end of {}",
+                path.display()
+            );
+            inner.stats.torn_tail_bytes = tail as u64;
+            if has_header {
+                let file = OpenOptions::new().write(true).open(&path)?;
+                file.set_len(valid_len as u64)?;
+                file.sync_all()?;
+            } else {
+                // Not even a whole header: the segment holds nothing.
+                fs::remove_file(&path)?;
+                inner.segments.remove(&id);
+                sync_dir(&inner.dir)?;
+            }
+        }
+        // Keep appending to the last segment while it has room.
+        if let Some((&id, info)) = inner.segments.iter().next_back() {
+            if info.bytes < inner.options.segment_size {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(inner.dir.join(segment_file_name(id)))?;
+                inner.active = Some(Active {
+                    id,
+                    file,
+                    len: info.bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the batch to the active segment with one write call, then `fsync`s it under
+    /// [`Durability::Fsync`].
+    fn write(&mut self, batch: &Batch) -> Result<()> {
+        lock(&self.inner).append(&batch.records)
+    }
+
+    /// Seals the active segment (`fsync`) and releases the lock.
+    fn close(&mut self) -> Result<()> {
+        let mut inner = lock(&self.inner);
+        if let Some(active) = inner.active.take() {
+            active.file.sync_all()?;
+        }
+        inner.lock = None;
+        Ok(())
+    }
+
+    fn begin_compaction(&mut self, live: Vec<Record>) -> Result<Option<Box<dyn Compaction>>> {
+        let mut inner = lock(&self.inner);
+        if inner.lock.is_none() {
+            return Err(Error::Closed);
+        }
+        if inner.post.is_some() {
+            return Err(Error::Backend("a compaction is already running".into()));
+        }
+        // Seal the active segment: every later batch goes to a segment after the output.
+        if let Some(active) = inner.active.take() {
+            if let Err(e) = active.file.sync_all() {
+                inner.active = Some(active);
+                return Err(e.into());
+            }
+        }
+        let old: Vec<(u64, SegInfo)> = inner.segments.iter().map(|(id, i)| (*id, *i)).collect();
+        let estimate: u64 = live.iter().map(|r| r.size() as u64).sum();
+        let highest = inner.next_id.saturating_sub(1);
+        let (first, last, next) = compaction_ids(highest, estimate, inner.options.segment_size);
+        inner.next_id = next;
+        inner.post = Some(HashMap::default());
+        Ok(Some(Box::new(FileCompaction {
+            inner: Arc::clone(&self.inner),
+            dir: inner.dir.clone(),
+            live,
+            old,
+            first,
+            last,
+            segment_size: inner.options.segment_size,
+            now: inner.clock.now_ms(),
+        })))
+    }
+
+    fn compaction_due(&mut self) -> bool {
+        let mut inner = lock(&self.inner);
+        if inner.lock.is_none() || inner.post.is_some() {
+            return false;
+        }
+        let now = inner.clock.now_ms();
+        if now.saturating_sub(inner.last_expiry_scan) >= EXPIRY_SCAN_MS {
+            inner.index.drop_expired(now);
+            inner.last_expiry_scan = now;
+        }
+        let disk = inner.disk_bytes();
+        disk >= inner.retry_compaction_at
+            && compaction_due(
+                disk,
+                inner.index.live,
+                inner.options.compaction_min_size,
+                inner.options.compaction_ratio,
+            )
+    }
+
+    fn disk_stats(&self) -> Option<DiskStats> {
+        let inner = lock(&self.inner);
+        let mut stats = inner.stats.clone();
+        stats.segments = inner.segments.len();
+        stats.disk_bytes = inner.disk_bytes();
+        stats.live_bytes = inner.index.live.min(stats.disk_bytes);
+        stats.dead_bytes = stats.disk_bytes - stats.live_bytes;
+        stats.records = inner.segments.values().map(|s| s.records).sum();
+        Some(stats)
+    }
+}
+
+impl LogInner {
+    fn disk_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.bytes).sum()
+    }
+
+    fn append(&mut self, records: &[Record]) -> Result<()> {
+        if self.lock.is_none() {
+            return Err(Error::Closed);
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut lens = Vec::with_capacity(records.len());
+        for record in records {
+            lens.push(record.encode(&mut buf));
+        }
+        let result = self.append_bytes(&buf, records, &lens);
+        if buf.capacity() <= 4 * WRITE_BUFFER {
+            self.buf = buf;
+        }
+        result
+    }
+
+    fn append_bytes(&mut self, buf: &[u8], records: &[Record], lens: &[usize]) -> Result<()> {
+        let full = self.active.as_ref().is_none_or(|a| {
+            a.len >= self.options.segment_size && a.len > SEGMENT_HEADER_LEN as u64
+        });
+        if full {
+            self.roll()?;
+        }
+        let durability = self.options.durability;
+        let Some(active) = self.active.as_mut() else {
+            return Err(Error::Backend("no active segment".into()));
+        };
+        let written = (|| -> std::io::Result<()> {
+            active.file.seek(SeekFrom::Start(active.len))?;
+            active.file.write_all(buf)?;
+            if durability == Durability::Fsync {
+                active.file.sync_data()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            // Cut the partial write off so the retry lands right after the last good record.
+            let _ = active.file.set_len(active.len);
+            return Err(e.into());
+        }
+        active.len += buf.len() as u64;
+        let id = active.id;
+        let info = self.segments.entry(id).or_default();
+        info.bytes += buf.len() as u64;
+        info.records += records.len() as u64;
+        let now = self.clock.now_ms();
+        for (record, &len) in records.iter().zip(lens) {
+            let slot = self.index.apply(record, len, now);
+            if let Some(post) = self.post.as_mut() {
+                post.insert(LiveIndex::hash(record), slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next one.
+    fn roll(&mut self) -> Result<()> {
+        if let Some(active) = &self.active {
+            active.file.set_len(active.len)?;
+            active.file.sync_all()?;
+        }
+        let id = self.next_id;
+        let path = self.dir.join(segment_file_name(id));
+        let tmp = temp_path(&path);
+        let created = (|| -> std::io::Result<File> {
+            let mut file = File::create(&tmp)?;
+            file.write_all(&encode_segment_header(id))?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            sync_dir(&self.dir)?;
+            Ok(file)
+        })();
+        let file = match created {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        self.active = Some(Active {
+            id,
+            file,
+            len: SEGMENT_HEADER_LEN as u64,
+        });
+        self.segments.insert(
+            id,
+            SegInfo {
+                bytes: SEGMENT_HEADER_LEN as u64,
+                records: 0,
+            },
+        );
+        self.next_id = id.saturating_add(1);
+        Ok(())
+    }
+}
+
+/// A compaction of a [`FileLog`]. The store took `live` (every live entry, pending changes
+/// included) while no batch was in flight; the log then sealed its active segment and moved new
+/// writes to ids above `last`. The job:
+///
+/// 1. writes `live` to segments `first..=last` as `.tmp` files, syncs each, renames it into
+///    place and syncs the directory — replay order is now old, output, new;
+/// 2. deletes the old segments oldest first, then syncs the directory.
+///
+/// A crash at any point leaves old segments (a suffix of them, since deletion goes oldest
+/// first), then some or all of the output, then new writes. Every output record is the state
+/// of its key when the compaction began, newer than anything in the old segments and older
+/// than anything after; a key missing from the output was dead then, and whatever record killed
+/// it is in the remaining old suffix or among the new writes. So each combination replays to
+/// every acknowledged write.
+struct FileCompaction {
+    inner: Arc<Mutex<LogInner>>,
+    dir: PathBuf,
+    live: Vec<Record>,
+    old: Vec<(u64, SegInfo)>,
+    first: u64,
+    last: u64,
+    segment_size: u64,
+    now: u64,
+}
+
+impl Compaction for FileCompaction {
+    fn run(self: Box<Self>) -> Result<CompactionReport> {
+        let written = self.write_output();
+        let mut inner = lock(&self.inner);
+        let post = inner.post.take().unwrap_or_default();
+        let (outputs, mut index) = match written {
+            Ok(done) => done,
+            Err(e) => {
+                for id in self.first..=self.last {
+                    let path = self.dir.join(segment_file_name(id));
+                    let _ = fs::remove_file(temp_path(&path));
+                    let _ = fs::remove_file(&path);
+                }
+                inner.stats.compaction_failures += 1;
+                inner.retry_compaction_at = inner.disk_bytes().saturating_mul(2);
+                return Err(e);
+            }
+        };
+        for (id, info) in &outputs {
+            inner.segments.insert(*id, *info);
+        }
+        for (hash, slot) in post {
+            index.set(hash, slot);
+        }
+        inner.index = index;
+        inner.stats.compactions += 1;
+        inner.retry_compaction_at = 0;
+        // Oldest first, stopping at the first failure, so what remains is always a suffix.
+        let mut deleted = Ok(());
+        for (id, _) in &self.old {
+            if let Err(e) = fs::remove_file(self.dir.join(segment_file_name(*id))) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    deleted = Err(e);
+                    break;
+                }
+            }
+            inner.segments.remove(id);
+        }
+        drop(inner);
+        deleted?;
+        sync_dir(&self.dir)?;
+        let records_before = self.old.iter().map(|(_, s)| s.records).sum::<u64>();
+        let records_after = outputs.iter().map(|(_, s)| s.records).sum::<u64>();
+        Ok(CompactionReport {
+            bytes_before: self.old.iter().map(|(_, s)| s.bytes).sum(),
+            bytes_after: outputs.iter().map(|(_, s)| s.bytes).sum(),
+            records_before,
+            records_after,
+            records_dropped: records_before.saturating_sub(records_after),
+            segments_before: self.old.len(),
+            segments_after: outputs.len(),
+        })
+    }
+}
+
+impl FileCompaction {
+    /// Writes the output segments and builds their live index. No lock is held.
+    fn write_output(&self) -> Result<(Vec<(u64, SegInfo)>, LiveIndex)> {
+        let mut index = LiveIndex::default();
+        let mut outputs = Vec::new();
+        let mut records = self.live.iter().peekable();
+        let mut id = self.first;
+        let mut frame = Vec::new();
+        while records.peek().is_some() {
+            let path = self.dir.join(segment_file_name(id));
+            let tmp = temp_path(&path);
+            let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&tmp)?);
+            out.write_all(&encode_segment_header(id))?;
+            let mut info = SegInfo {
+                bytes: SEGMENT_HEADER_LEN as u64,
+                records: 0,
+            };
+            // The last reserved id takes whatever is left.
+            while info.bytes < self.segment_size || id == self.last {
+                let Some(record) = records.next() else { break };
+                frame.clear();
+                let len = record.encode(&mut frame);
+                out.write_all(&frame)?;
+                index.apply(record, len, self.now);
+                info.bytes += len as u64;
+                info.records += 1;
+            }
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            outputs.push((id, info));
+            id += 1;
+        }
+        sync_dir(&self.dir)?;
+        Ok((outputs, index))
+    }
+}
+
+/// The dead-byte estimate: for each live key (by a 64-bit hash of namespace and key) the size
+/// of its newest record and its deadline. Costs about 24 bytes per key.
+#[derive(Default)]
+struct LiveIndex {
+    slots: HashMap<u64, Slot, BuildHasherDefault<PreHashed>>,
+    /// Sum of the slots' bytes.
+    live: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    bytes: u32,
+    /// `u64::MAX` for none.
+    deadline: u64,
+}
+
+/// The slot map's keys are already hashes: use them as they are.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// One hasher for every index of the process (seeded once), so a compaction's index and the
+/// live one agree.
+fn key_hasher() -> &'static hashbrown::DefaultHashBuilder {
+    static HASHER: OnceLock<hashbrown::DefaultHashBuilder> = OnceLock::new();
+    HASHER.get_or_init(hashbrown::DefaultHashBuilder::default)
+}
+
+impl LiveIndex {
+    fn hash(record: &Record) -> u64 {
+        key_hasher().hash_one((record.namespace(), record.key()))
+    }
+
+    /// Notes that `record` (a frame of `bytes`) is now the newest of its key; returns the slot
+    /// it left (`None` if the key is now dead).
+    fn apply(&mut self, record: &Record, bytes: usize, now: u64) -> Option<Slot> {
+        let slot = match record {
+            Record::Put(p) if p.expires_at.is_none_or(|d| now < d) => Some(Slot {
+                bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+                deadline: p.expires_at.unwrap_or(u64::MAX),
+            }),
+            _ => None,
+        };
+        self.set(Self::hash(record), slot);
+        slot
+    }
+
+    fn set(&mut self, hash: u64, slot: Option<Slot>) {
+        let old = match slot {
+            Some(slot) => {
+                self.live += u64::from(slot.bytes);
+                self.slots.insert(hash, slot)
+            }
+            None => self.slots.remove(&hash),
+        };
+        if let Some(old) = old {
+            self.live -= u64::from(old.bytes);
+        }
+    }
+
+    /// Forgets records whose deadline has passed: their bytes are dead.
+    fn drop_expired(&mut self, now: u64) {
+        let live = &mut self.live;
+        self.slots.retain(|_, slot| {
+            let keep = now < slot.deadline;
+            if !keep {
+                *live -= u64::from(slot.bytes);
+            }
+            keep
+        });
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(TEMP_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Makes renames and deletions in `dir` durable. A no-op where directories cannot be opened
+/// (Windows), whose file systems order metadata updates themselves.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}

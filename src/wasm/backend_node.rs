@@ -1,0 +1,502 @@
+//! The Node.js file backend (feature `node`): the native file log's directory layout, written
+//! and read through `fs/promises` so the event loop never blocks on I/O or fsync.
+//!
+//! Every byte of the layout comes from [`crate::core::log`] (segment names, headers, replay,
+//! torn-tail and corruption rules, compaction ids) and [`crate::core::record`], the same code
+//! the native `FileLog` uses, so a directory written by either opens in the other. This file
+//! only performs the I/O, following the native crash-safety rules: a batch is appended with one
+//! write at the end of the last good record (cut back on failure); a new segment appears only
+//! complete (`.tmp`, sync, rename, sync the directory); compaction writes its output between
+//! the old segments and the next id, then deletes the old ones oldest first.
+//!
+//! Lock: one process per database. Native processes hold an OS lock (`flock`) on `<db>/LOCK`,
+//! which Node cannot take; so a Node process refuses a database whose `LOCK` is held that way
+//! (read from `/proc/locks`, on Linux), and marks its own ownership with `<db>/LOCK.node`
+//! holding its pid (created exclusively; a file left by a dead process is taken over). A second
+//! open, from this process or another Node process, fails with `Error::Locked`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use js_sys::Uint8Array;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use super::backend::{Backend, CompactReport, Task};
+use super::options::Durability;
+use crate::core::log::{
+    classify_file_name, compaction_ids, encode_segment_header, scan_segment, segment_file_name,
+    CorruptPolicy, FileKind, LOCK_FILE_NAME, NODE_OWNER_FILE_NAME, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
+};
+use crate::core::Engine;
+use crate::{Batch, Error, Record, Result};
+
+/// A segment is sealed and a new one started past this size (the native default).
+const SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+
+#[wasm_bindgen(inline_js = r#"
+import * as fsp from 'node:fs/promises';
+import { join } from 'node:path';
+
+export function joinPath(a, b) { return join(a, b); }
+export function describe(e) { return e && e.message ? String(e.message) : String(e); }
+export function warn(message) { console.warn(message); }
+export async function mkdirp(path) { await fsp.mkdir(path, { recursive: true }); }
+export async function listDir(path) { return await fsp.readdir(path); }
+export async function readBytes(path) {
+  const b = await fsp.readFile(path);
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+export async function openFile(path, flags) { return await fsp.open(path, flags); }
+export async function writeAt(fh, bytes, position) {
+  let done = 0;
+  while (done < bytes.length) {
+    const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+export async function syncData(fh) { await fh.datasync(); }
+export async function syncAll(fh) { await fh.sync(); }
+export async function truncateHandle(fh, len) { await fh.truncate(len); }
+export async function closeHandle(fh) { await fh.close(); }
+export async function truncatePath(path, len) { await fsp.truncate(path, len); }
+export async function rename(from, to) { await fsp.rename(from, to); }
+export async function removeFile(path) {
+  try { await fsp.unlink(path); } catch (e) { if (e.code !== 'ENOENT') throw e; }
+}
+export async function syncDir(path) {
+  let fh;
+  try {
+    fh = await fsp.open(path, 'r');
+    await fh.sync();
+  } catch (e) {
+    // Some platforms cannot open or sync a directory; there is nothing more to do there.
+    if (!['EISDIR', 'EPERM', 'EINVAL', 'EACCES'].includes(e.code)) throw e;
+  } finally {
+    if (fh) await fh.close();
+  }
+}
+async function heldByFlock(lockPath) {
+  let locks, st;
+  try { locks = await fsp.readFile('/proc/locks', 'utf8'); } catch { return false; }
+  try { st = await fsp.stat(lockPath, { bigint: true }); } catch { return false; }
+  const ino = String(st.ino);
+  return locks.split('\n').some((line) => /\bFLOCK\b/.test(line) &&
+    line.split(/\s+/).some((tok) => { const p = tok.split(':'); return p.length === 3 && p[2] === ino; }));
+}
+function alive(pid) {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try { process.kill(pid, 0); return true; } catch (e) { return e.code === 'EPERM'; }
+}
+export async function acquireLock(dir, lockName, ownerName) {
+  const lockPath = join(dir, lockName);
+  await (await fsp.open(lockPath, 'a')).close();
+  const owner = join(dir, ownerName);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await fsp.open(owner, 'wx');
+      try { await fh.writeFile(`${process.pid}\n`); await fh.sync(); } finally { await fh.close(); }
+      // Checked only once our owner file exists: a native process that takes its lock after
+      // this check finds the owner file and refuses, so the two can never both open.
+      if (await heldByFlock(lockPath)) { await removeFile(owner); return false; }
+      return true;
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e;
+    }
+    const text = await fsp.readFile(owner, 'utf8').catch(() => null);
+    if (text === null) continue;
+    const pid = Number.parseInt(text, 10);
+    if (Number.isNaN(pid)) {
+      // Just created by another process that has not written its pid yet, or left half-written.
+      const st = await fsp.stat(owner).catch(() => null);
+      if (st && Date.now() - st.mtimeMs < 10000) return false;
+    } else if (alive(pid)) {
+      return false;
+    }
+    await removeFile(owner);
+  }
+  return false;
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = joinPath)]
+    fn join_path(a: &str, b: &str) -> String;
+    fn describe(e: &JsValue) -> String;
+    fn warn(message: &str);
+    #[wasm_bindgen(catch)]
+    async fn mkdirp(path: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = listDir)]
+    async fn list_dir(path: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = readBytes)]
+    async fn read_bytes(path: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = openFile)]
+    async fn open_file(path: &str, flags: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = writeAt)]
+    async fn write_at(fh: &JsValue, bytes: &Uint8Array, position: f64) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = syncData)]
+    async fn sync_data(fh: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = syncAll)]
+    async fn sync_all(fh: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = truncateHandle)]
+    async fn truncate_handle(fh: &JsValue, len: f64) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = closeHandle)]
+    async fn close_handle(fh: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = truncatePath)]
+    async fn truncate_path(path: &str, len: f64) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch)]
+    async fn rename(from: &str, to: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = removeFile)]
+    async fn remove_file(path: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = syncDir)]
+    async fn sync_dir(path: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = acquireLock)]
+    async fn acquire_lock(dir: &str, lock: &str, owner: &str) -> Result<JsValue, JsValue>;
+}
+
+/// A Node.js fs error as a tidekv I/O error (the message names the call, code and path).
+fn io(e: JsValue) -> Error {
+    Error::Io(std::io::Error::other(describe(&e)))
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct SegInfo {
+    bytes: u64,
+    records: u64,
+}
+
+/// The segment batches are appended to.
+struct Active {
+    id: u64,
+    handle: JsValue,
+    /// End of the last good record: where the next batch goes.
+    len: u64,
+}
+
+/// See the module docs.
+pub(crate) struct FsBackend {
+    dir: String,
+    durability: Durability,
+    /// Taken out while a write uses it; `None` until the first write needs a segment.
+    active: RefCell<Option<Active>>,
+    segments: RefCell<BTreeMap<u64, SegInfo>>,
+    next_id: Cell<u64>,
+    locked: Cell<bool>,
+}
+
+impl FsBackend {
+    /// Opens (creating if needed) database `name` under `path`, takes its lock and replays its
+    /// segments into `engine`. A torn tail of the last segment is cut off with a warning; a bad
+    /// record elsewhere fails the open with [`Error::Corrupt`] naming the file and offset.
+    pub(crate) async fn open(
+        path: &str,
+        name: &str,
+        durability: Durability,
+        engine: &mut Engine,
+        now: u64,
+    ) -> Result<Rc<FsBackend>> {
+        let dir = join_path(path, name);
+        mkdirp(&dir).await.map_err(io)?;
+        let got = acquire_lock(&dir, LOCK_FILE_NAME, NODE_OWNER_FILE_NAME)
+            .await
+            .map_err(io)?;
+        if got.as_bool() != Some(true) {
+            return Err(Error::Locked { path: dir });
+        }
+        let backend = Rc::new(FsBackend {
+            dir,
+            durability,
+            active: RefCell::new(None),
+            segments: RefCell::new(BTreeMap::new()),
+            next_id: Cell::new(1),
+            locked: Cell::new(true),
+        });
+        if let Err(e) = backend.replay(engine, now).await {
+            backend.release().await;
+            return Err(e);
+        }
+        Ok(backend)
+    }
+
+    fn file(&self, name: &str) -> String {
+        join_path(&self.dir, name)
+    }
+
+    async fn replay(&self, engine: &mut Engine, now: u64) -> Result<()> {
+        let names: js_sys::Array = list_dir(&self.dir).await.map_err(io)?.unchecked_into();
+        let mut ids = Vec::new();
+        for name in names.iter().filter_map(|n| n.as_string()) {
+            match classify_file_name(&name) {
+                FileKind::Segment(id) => ids.push(id),
+                // An unfinished segment or compaction output: never part of the log.
+                FileKind::Temp => remove_file(&self.file(&name)).await.map(drop).map_err(io)?,
+                FileKind::Lock | FileKind::Other => {}
+            }
+        }
+        ids.sort_unstable();
+        let mut torn = None;
+        for (i, &id) in ids.iter().enumerate() {
+            let path = self.file(&segment_file_name(id));
+            let bytes: Uint8Array = read_bytes(&path).await.map_err(io)?.unchecked_into();
+            let bytes = bytes.to_vec();
+            let is_last = i + 1 == ids.len();
+            let scan = scan_segment(
+                &bytes,
+                id,
+                is_last,
+                CorruptPolicy::Fail,
+                &mut |record, _| engine.load(record, now),
+            )
+            .map_err(|e| match e {
+                Error::Corrupt(why) => Error::Corrupt(format!("{path}: {why}")),
+                other => other,
+            })?;
+            if scan.torn_tail > 0 {
+                torn = Some((id, path, scan.id.is_some(), scan.valid_len, scan.torn_tail));
+            }
+            self.segments.borrow_mut().insert(
+                id,
+                SegInfo {
+                    bytes: scan.valid_len as u64,
+                    records: scan.records,
+                },
+            );
+            self.next_id.set(id.saturating_add(1));
+        }
+        if let Some((id, path, has_header, valid_len, tail)) = torn {
+            warn(&format!(
+                "tidekv: warning: truncating a torn write of {tail} bytes at the end of {path}"
+            ));
+            if has_header {
+                truncate_path(&path, valid_len as f64).await.map_err(io)?;
+            } else {
+                // Not even a whole header: the segment holds nothing.
+                remove_file(&path).await.map_err(io)?;
+                self.segments.borrow_mut().remove(&id);
+                sync_dir(&self.dir).await.map_err(io)?;
+            }
+        }
+        // Keep appending to the last segment while it has room.
+        let last = self
+            .segments
+            .borrow()
+            .iter()
+            .next_back()
+            .map(|(id, s)| (*id, *s));
+        if let Some((id, info)) = last.filter(|(_, s)| s.bytes < SEGMENT_SIZE) {
+            let handle = open_file(&self.file(&segment_file_name(id)), "r+")
+                .await
+                .map_err(io)?;
+            *self.active.borrow_mut() = Some(Active {
+                id,
+                handle,
+                len: info.bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes a complete new segment file: `.tmp`, synced, renamed into place.
+    async fn create_segment(&self, id: u64, records: &[u8]) -> Result<()> {
+        let path = self.file(&segment_file_name(id));
+        let tmp = format!("{path}{TEMP_SUFFIX}");
+        let mut bytes = encode_segment_header(id).to_vec();
+        bytes.extend_from_slice(records);
+        let written = async {
+            let handle = open_file(&tmp, "w").await?;
+            let result = async {
+                write_at(&handle, &Uint8Array::from(&bytes[..]), 0.0).await?;
+                sync_all(&handle).await
+            }
+            .await;
+            close_handle(&handle).await?;
+            result?;
+            rename(&tmp, &path).await
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = remove_file(&tmp).await;
+            return Err(io(e));
+        }
+        self.segments.borrow_mut().insert(
+            id,
+            SegInfo {
+                bytes: bytes.len() as u64,
+                records: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Seals the active segment (if any) and closes its handle.
+    async fn seal(&self) -> Result<()> {
+        let Some(active) = self.active.borrow_mut().take() else {
+            return Ok(());
+        };
+        let sealed = async {
+            truncate_handle(&active.handle, active.len as f64).await?;
+            sync_all(&active.handle).await
+        }
+        .await;
+        let closed = close_handle(&active.handle).await;
+        sealed.and(closed).map(drop).map_err(io)
+    }
+
+    /// Seals the active segment and starts the next one.
+    async fn roll(&self) -> Result<Active> {
+        self.seal().await?;
+        let id = self.next_id.get();
+        self.create_segment(id, &[]).await?;
+        sync_dir(&self.dir).await.map_err(io)?;
+        self.next_id.set(id.saturating_add(1));
+        let handle = open_file(&self.file(&segment_file_name(id)), "r+")
+            .await
+            .map_err(io)?;
+        Ok(Active {
+            id,
+            handle,
+            len: SEGMENT_HEADER_LEN as u64,
+        })
+    }
+
+    async fn append(&self, records: &[Record]) -> Result<()> {
+        if !self.locked.get() {
+            return Err(Error::Closed);
+        }
+        let mut buf = Vec::new();
+        for record in records {
+            record.encode(&mut buf);
+        }
+        let current = self.active.borrow_mut().take();
+        let mut active = match current {
+            Some(a) if a.len < SEGMENT_SIZE || a.len <= SEGMENT_HEADER_LEN as u64 => a,
+            other => {
+                *self.active.borrow_mut() = other;
+                self.roll().await?
+            }
+        };
+        let sync = self.durability != Durability::Buffered;
+        let written = async {
+            write_at(
+                &active.handle,
+                &Uint8Array::from(&buf[..]),
+                active.len as f64,
+            )
+            .await?;
+            if sync {
+                sync_data(&active.handle).await?;
+            }
+            Ok::<(), JsValue>(())
+        }
+        .await;
+        if let Err(e) = written {
+            // Cut the partial write off so the retry lands right after the last good record.
+            let _ = truncate_handle(&active.handle, active.len as f64).await;
+            *self.active.borrow_mut() = Some(active);
+            return Err(io(e));
+        }
+        active.len += buf.len() as u64;
+        let info = &mut *self.segments.borrow_mut();
+        let info = info.entry(active.id).or_default();
+        info.bytes += buf.len() as u64;
+        info.records += records.len() as u64;
+        *self.active.borrow_mut() = Some(active);
+        Ok(())
+    }
+
+    async fn compact_live(&self, live: Vec<Record>) -> Result<CompactReport> {
+        if !self.locked.get() {
+            return Err(Error::Closed);
+        }
+        // Every later batch goes to a segment after the output.
+        self.seal().await?;
+        let old: Vec<(u64, SegInfo)> = self
+            .segments
+            .borrow()
+            .iter()
+            .map(|(id, s)| (*id, *s))
+            .collect();
+        let estimate: u64 = live.iter().map(|r| r.size() as u64).sum();
+        let highest = self.next_id.get().saturating_sub(1);
+        let (first, last, next) = compaction_ids(highest, estimate, SEGMENT_SIZE);
+        self.next_id.set(next);
+
+        let mut outputs = Vec::new();
+        let written = async {
+            let mut id = first;
+            let mut buf = Vec::new();
+            let mut count = 0;
+            for (i, record) in live.iter().enumerate() {
+                record.encode(&mut buf);
+                count += 1;
+                let more = i + 1 < live.len();
+                if more && id < last && (buf.len() + SEGMENT_HEADER_LEN) as u64 >= SEGMENT_SIZE {
+                    self.create_segment(id, &buf).await?;
+                    outputs.push((id, count));
+                    buf.clear();
+                    count = 0;
+                    id += 1;
+                }
+            }
+            self.create_segment(id, &buf).await?;
+            outputs.push((id, count));
+            sync_dir(&self.dir).await.map_err(io)
+        }
+        .await;
+        if let Err(e) = written {
+            for id in first..=last {
+                let path = self.file(&segment_file_name(id));
+                let _ = remove_file(&format!("{path}{TEMP_SUFFIX}")).await;
+                let _ = remove_file(&path).await;
+                self.segments.borrow_mut().remove(&id);
+            }
+            return Err(e);
+        }
+        let mut report = CompactReport::default();
+        {
+            let mut segments = self.segments.borrow_mut();
+            for (id, records) in &outputs {
+                let info = segments.entry(*id).or_default();
+                info.records = *records;
+                report.bytes_after += info.bytes;
+                report.records_after += *records;
+            }
+        }
+        // Oldest first, so what a crash leaves is always a suffix of the old segments.
+        for (id, info) in &old {
+            remove_file(&self.file(&segment_file_name(*id)))
+                .await
+                .map_err(io)?;
+            self.segments.borrow_mut().remove(id);
+            report.bytes_before += info.bytes;
+            report.records_before += info.records;
+        }
+        sync_dir(&self.dir).await.map_err(io)?;
+        Ok(report)
+    }
+
+    /// Gives up the lock (best effort: a leftover owner file of a dead process is taken over).
+    async fn release(&self) {
+        if self.locked.replace(false) {
+            let _ = remove_file(&self.file(NODE_OWNER_FILE_NAME)).await;
+        }
+    }
+}
+
+impl Backend for FsBackend {
+    fn write(self: Rc<Self>, batch: Batch) -> Task<()> {
+        Box::pin(async move { self.append(&batch.records).await })
+    }
+
+    fn compact(self: Rc<Self>, live: Vec<Record>) -> Task<CompactReport> {
+        Box::pin(async move { self.compact_live(live).await })
+    }
+
+    fn close(self: Rc<Self>) -> Task<()> {
+        Box::pin(async move {
+            let sealed = self.seal().await;
+            self.release().await;
+            sealed
+        })
+    }
+}

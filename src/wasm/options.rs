@@ -1,0 +1,166 @@
+//! The options of `Store.open(options)` and `Store.memory(options)`, read from a JS object.
+//!
+//! Unknown options and ill-typed values throw a `TypeError` naming the option; values of the
+//! right type but out of range a `RangeError`. Nothing is opened or created when parsing fails.
+
+use wasm_bindgen::JsValue;
+
+use super::convert::{js_result, options, positive, string, type_error};
+use super::scheduler;
+use crate::core::{log::validate_db_name, Config};
+
+/// Where a store keeps its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BackendKind {
+    /// Nothing is persisted.
+    Memory,
+    /// An IndexedDB database.
+    IndexedDb,
+    /// Segment files under `path/<name>/` (the Node.js build only).
+    Fs,
+}
+
+/// How far a flush goes before it resolves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Handed to the OS / a relaxed IndexedDB transaction.
+    Buffered,
+    /// Files: fsync'ed. IndexedDB: a strict transaction.
+    Fsync,
+    /// As `Fsync`, and for files also the directory on every new segment.
+    Strict,
+}
+
+/// Parsed `Store.open` options.
+pub(crate) struct OpenOptions {
+    pub name: String,
+    #[cfg_attr(not(feature = "node"), allow(dead_code))]
+    pub path: Option<String>,
+    pub backend: BackendKind,
+    /// `None`: the backend's default (IndexedDB relaxed, files fsync).
+    pub durability: Option<Durability>,
+    pub config: Config,
+}
+
+const OPEN_OPTIONS: &[&str] = &[
+    "name",
+    "path",
+    "backend",
+    "bufferSize",
+    "flushInterval",
+    "durability",
+    "compression",
+    "maxValueSize",
+];
+const MEMORY_OPTIONS: &[&str] = &["bufferSize", "flushInterval", "maxValueSize", "compression"];
+
+fn one_of<'a>(value: &JsValue, option: &str, allowed: &[&'a str]) -> Result<&'a str, JsValue> {
+    let got = string(value, &format!("option {option}"))?;
+    allowed.iter().find(|a| **a == got).copied().ok_or_else(|| {
+        type_error(&format!(
+            "option {option} must be one of '{}', got {got:?}",
+            allowed.join("', '")
+        ))
+    })
+}
+
+/// Applies one engine option; `false` if `name` is not one.
+fn engine_option(config: &mut Config, name: &str, value: &JsValue) -> Result<bool, JsValue> {
+    match name {
+        "bufferSize" | "flushInterval" | "maxValueSize" => {
+            if let Some(n) = positive(value, name)? {
+                match name {
+                    "bufferSize" => config.buffer_size = usize::try_from(n).unwrap_or(usize::MAX),
+                    "flushInterval" => config.flush_interval_ms = n,
+                    _ => config.max_value_size = n,
+                }
+            }
+        }
+        "compression" => {
+            if !value.is_undefined() {
+                config.compression = value
+                    .as_bool()
+                    .ok_or_else(|| type_error("option compression must be a boolean"))?;
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The engine configuration of `Store.memory(options)`.
+pub(crate) fn memory_config(opts: &JsValue) -> Result<Config, JsValue> {
+    let mut config = Config::default();
+    for (name, value) in options(opts, "Store options", MEMORY_OPTIONS)? {
+        engine_option(&mut config, &name, &value)?;
+    }
+    js_result(config.validate())?;
+    Ok(config)
+}
+
+impl OpenOptions {
+    /// Reads `Store.open` options, choosing the default backend for this realm.
+    pub(crate) fn parse(opts: &JsValue) -> Result<OpenOptions, JsValue> {
+        let mut config = Config::default();
+        let mut name = String::from("default");
+        let mut path = None;
+        let mut backend = None;
+        let mut durability = None;
+        for (option, value) in options(opts, "Store options", OPEN_OPTIONS)? {
+            if engine_option(&mut config, &option, &value)? || value.is_undefined() {
+                continue;
+            }
+            match option.as_str() {
+                "name" => name = string(&value, "option name")?,
+                "path" => {
+                    let p = string(&value, "option path")?;
+                    if p.is_empty() {
+                        return Err(type_error("option path must not be empty"));
+                    }
+                    path = Some(p);
+                }
+                "backend" => {
+                    backend = Some(
+                        match one_of(&value, "backend", &["indexeddb", "fs", "memory"])? {
+                            "indexeddb" => BackendKind::IndexedDb,
+                            "fs" => BackendKind::Fs,
+                            _ => BackendKind::Memory,
+                        },
+                    )
+                }
+                _ => {
+                    durability = Some(
+                        match one_of(&value, "durability", &["buffered", "fsync", "strict"])? {
+                            "buffered" => Durability::Buffered,
+                            "fsync" => Durability::Fsync,
+                            _ => Durability::Strict,
+                        },
+                    )
+                }
+            }
+        }
+        js_result(validate_db_name(&name))?;
+        js_result(config.validate())?;
+        let backend = match backend {
+            Some(b) => b,
+            None if path.is_some() => BackendKind::Fs,
+            None if scheduler::is_node() => BackendKind::Memory,
+            None => BackendKind::IndexedDb,
+        };
+        if backend == BackendKind::Fs && path.is_none() {
+            return Err(type_error(
+                "option path is required with backend 'fs': the directory that holds databases",
+            ));
+        }
+        if backend != BackendKind::Fs && path.is_some() {
+            return Err(type_error("option path is only used by backend 'fs'"));
+        }
+        Ok(OpenOptions {
+            name,
+            path,
+            backend,
+            durability,
+            config,
+        })
+    }
+}

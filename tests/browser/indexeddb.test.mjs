@@ -1,0 +1,309 @@
+// The browser build in headless Chromium, loaded from the installed npm tarball by a plain page
+// (`<script type="module">` + import map): the IndexedDB backend, ticks and events.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { launch, openPage, reload, startServer } from './harness.mjs';
+
+let server;
+let url;
+let browser;
+let context;
+
+before(async () => {
+  ({ server, url } = await startServer());
+  browser = await launch();
+  context = await browser.newContext();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+test('every value kind round-trips through IndexedDB and comes back as stored', async () => {
+  const page = await openPage(context, url);
+  await page.evaluate(async () => {
+    const s = await Store.open({ name: 'kinds' });
+    s.set('bin', new Uint8Array([0, 1, 255]));
+    s.set('txt', 'héllo ✓');
+    s.set('obj', { a: [1, 2, { b: null }], c: 'x' });
+    await s.flush();
+    await s.close();
+  });
+  await reload(page);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'kinds' });
+    const bin = s.get('bin');
+    const out = {
+      bin: bin instanceof Uint8Array ? Array.from(bin) : String(bin),
+      txt: s.get('txt'),
+      obj: s.get('obj'),
+      kinds: ['bin', 'txt', 'obj'].map((k) => s.getWithMetadata(k).metadata.kind),
+    };
+    await s.close();
+    return out;
+  });
+  assert.deepEqual(got, {
+    bin: [0, 1, 255],
+    txt: 'héllo ✓',
+    obj: { a: [1, 2, { b: null }], c: 'x' },
+    kinds: ['bytes', 'text', 'json'],
+  });
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test('reopen after close gives back the same data, tags, TTLs and namespaces', async () => {
+  const page = await openPage(context, url);
+  await page.evaluate(async () => {
+    const s = await Store.open({ name: 'reopen' });
+    s.set('a', 'one', { ttl: 3_600_000, tags: ['t1', 't2'] });
+    s.set('b', 'two', { tags: ['t1'] });
+    s.set('gone', 'x');
+    s.delete('gone');
+    s.namespace('users').set('u1', { n: 1 }, { tags: ['admin'] });
+    await s.close();
+  });
+  await reload(page);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'reopen' });
+    const users = s.namespace('users');
+    const out = {
+      keys: s.keys(),
+      a: s.getWithMetadata('a').metadata,
+      t1: s.queryByTags(['t1']),
+      t1t2: s.queryByTags(['t1', 't2']),
+      tags: s.listTags(),
+      ttlPositive: s.ttl('a') > 0,
+      bTtl: s.ttl('b') === undefined,
+      users: users.keys(),
+      u1: users.get('u1'),
+      admin: users.queryByTags(['admin']),
+    };
+    await s.close();
+    return out;
+  });
+  assert.deepEqual(got.keys, ['a', 'b']);
+  assert.deepEqual(got.a.tags, ['t1', 't2']);
+  assert.equal(got.a.expiresAt, got.a.createdAt + 3_600_000);
+  assert.deepEqual(got.t1, ['a', 'b']);
+  assert.deepEqual(got.t1t2, ['a']);
+  assert.deepEqual(got.tags, [{ tag: 't1', count: 2 }, { tag: 't2', count: 1 }]);
+  assert.equal(got.ttlPositive, true);
+  assert.equal(got.bTtl, true);
+  assert.deepEqual(got.users, ['u1']);
+  assert.deepEqual(got.u1, { n: 1 });
+  assert.deepEqual(got.admin, ['u1']);
+  await page.close();
+});
+
+test('a TTL that passes while the store is closed is gone after reopen', async () => {
+  const page = await openPage(context, url);
+  const deadline = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'ttl' });
+    s.set('short', 'x', { ttl: 200 });
+    s.set('long', 'y', { ttl: 3_600_000 });
+    s.set('forever', 'z');
+    const at = s.getWithMetadata('short').metadata.expiresAt;
+    await s.close();
+    return at;
+  });
+  await page.waitForFunction((at) => Date.now() > at, deadline, { polling: 50 });
+  await reload(page);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'ttl' });
+    const out = { keys: s.keys(), short: s.get('short') ?? null, long: s.get('long') };
+    await s.close();
+    return out;
+  });
+  assert.deepEqual(got, { keys: ['forever', 'long'], short: null, long: 'y' });
+  await page.close();
+});
+
+test('a flush is exactly one readwrite transaction, however many writes it carries', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'tx-count' });
+    const original = IDBDatabase.prototype.transaction;
+    let readwrite = 0;
+    IDBDatabase.prototype.transaction = function (...args) {
+      if (args[1] === 'readwrite') readwrite += 1;
+      return original.apply(this, args);
+    };
+    try {
+      for (let i = 0; i < 200; i++) s.set(`k${i}`, `v${i}`, { tags: ['bulk'] });
+      for (let i = 0; i < 20; i++) s.delete(`k${i}`);
+      await s.flush();
+      const first = readwrite;
+      s.set('one-more', 1);
+      await s.flush();
+      const second = readwrite;
+      await s.flush(); // nothing pending: no transaction
+      const third = readwrite;
+      return { first, second, third, flushes: s.stats().flushes, records: s.stats().recordsFlushed };
+    } finally {
+      IDBDatabase.prototype.transaction = original;
+      await s.close();
+    }
+  });
+  assert.deepEqual(got, { first: 1, second: 2, third: 2, flushes: 2, records: 201 });
+  await page.close();
+});
+
+test('an aborted transaction keeps the data buffered, reports it, and a later tick writes it', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'abort', flushInterval: 50 });
+    const events = [];
+    s.on('error', (e) => events.push({ code: e.code, aborted: e.message.includes('AbortError') }));
+    const original = IDBDatabase.prototype.transaction;
+    IDBDatabase.prototype.transaction = function (...args) {
+      const tx = original.apply(this, args);
+      if (args[1] === 'readwrite') queueMicrotask(() => tx.abort());
+      return tx;
+    };
+    s.set('k', 'kept', { tags: ['t'] });
+    let rejected = null;
+    try {
+      await s.flush();
+    } catch (e) {
+      rejected = { code: e.code, aborted: e.message.includes('AbortError') };
+    } finally {
+      IDBDatabase.prototype.transaction = original;
+    }
+    const during = s.stats();
+    // No flush() call: the scheduler retries after its backoff.
+    while (s.stats().flushes === 0) await new Promise((r) => setTimeout(r, 10));
+    const retried = s.stats();
+    await s.close();
+    const again = await Store.open({ name: 'abort' });
+    const reopened = { value: again.get('k'), tagged: again.queryByTags(['t']) };
+    await again.close();
+    return {
+      rejected,
+      events,
+      during: { failures: during.flushFailures, buffered: during.bufferBytes > 0, aborted: during.lastError.includes('AbortError') },
+      retried: { flushes: retried.flushes, failures: retried.flushFailures, buffered: retried.bufferBytes },
+      reopened,
+    };
+  });
+  assert.deepEqual(got, {
+    rejected: { code: 'Backend', aborted: true },
+    events: [{ code: 'Backend', aborted: true }],
+    during: { failures: 1, buffered: true, aborted: true },
+    retried: { flushes: 1, failures: 1, buffered: 0 },
+    reopened: { value: 'kept', tagged: ['k'] },
+  });
+  await page.close();
+});
+
+test('expire events fire from the timer with the key and its namespace', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'events' });
+    const seen = [];
+    const done = new Promise((resolve) => {
+      s.on('expire', (key, namespace) => {
+        seen.push([key, namespace]);
+        if (seen.length === 2) resolve();
+      });
+    });
+    s.set('a', 1, { ttl: 30 });
+    s.namespace('jobs').set('b', 2, { ttl: 60 });
+    s.set('stays', 3);
+    await done; // no read touches the keys: only the scheduler's sweep can find them
+    const out = { seen: seen.sort(), keys: s.keys(), active: s.stats().expiredActive };
+    await s.close();
+    return out;
+  });
+  assert.deepEqual(got, { seen: [['a', ''], ['b', 'jobs']], keys: ['stays'], active: 2 });
+  await page.close();
+});
+
+test('another tab deleting the database is not blocked, and the store reconnects', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'vchange' });
+    s.set('old', 1);
+    await s.flush();
+    // What another tab does: deleting needs every connection closed (else `blocked`).
+    const outcome = await new Promise((resolve) => {
+      const req = indexedDB.deleteDatabase('vchange');
+      req.onsuccess = () => resolve('deleted');
+      req.onerror = () => resolve('error');
+      req.onblocked = () => resolve('blocked');
+    });
+    s.set('new', 2);
+    await s.flush();
+    await s.close();
+    const again = await Store.open({ name: 'vchange' });
+    const keys = again.keys();
+    await again.close();
+    return { outcome, keys };
+  });
+  assert.deepEqual(got, { outcome: 'deleted', keys: ['new'] });
+  await page.close();
+});
+
+test('bad options reject with a TypeError naming the option and open nothing', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    const attempt = async (opts) => {
+      try {
+        await Store.open(opts);
+        return 'opened';
+      } catch (e) {
+        return `${e.constructor.name} ${e.code} ${e.message}`;
+      }
+    };
+    const out = [
+      await attempt({ name: 'x', bufferSise: 1 }),
+      await attempt({ name: 'x', backend: 'fs', path: '/tmp' }),
+      await attempt({ name: '../x' }),
+    ];
+    const dbs = (await indexedDB.databases()).map((d) => d.name);
+    return { out, created: dbs.includes('x') || dbs.includes('../x') };
+  });
+  assert.match(got.out[0], /^TypeError InvalidType .*bufferSise/);
+  assert.match(got.out[1], /^RangeError InvalidOption .*Node\.js build/);
+  assert.match(got.out[2], /^RangeError InvalidName /);
+  assert.equal(got.created, false);
+  await page.close();
+});
+
+test('a store larger than one read page loads completely at open', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'pages' });
+    for (let i = 0; i < 2_500; i++) s.set(`k${String(i).padStart(4, '0')}`, i, { tags: [i % 2 ? 'odd' : 'even'] });
+    await s.close();
+    const t = await Store.open({ name: 'pages' });
+    const out = { keys: t.keys().length, last: t.get('k2499'), odd: t.queryByTags(['odd']).length };
+    await t.close();
+    return out;
+  });
+  assert.deepEqual(got, { keys: 2_500, last: 2_499, odd: 1_250 });
+  await page.close();
+});
+
+test('pagehide and a hidden page start a flush without waiting for the interval', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'hide', flushInterval: 3_600_000 });
+    const flushed = async (before) => {
+      while (s.stats().flushes === before) await new Promise((r) => setTimeout(r, 10));
+      return s.stats().flushes;
+    };
+    s.set('a', 1);
+    window.dispatchEvent(new Event('pagehide'));
+    const afterPagehide = await flushed(0);
+    s.set('b', 2);
+    Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true });
+    document.dispatchEvent(new Event('visibilitychange'));
+    const afterHidden = await flushed(1);
+    await s.close();
+    return { afterPagehide, afterHidden };
+  });
+  assert.deepEqual(got, { afterPagehide: 1, afterHidden: 2 });
+  await page.close();
+});

@@ -1,0 +1,208 @@
+// The Node.js build, imported as `import { Store } from 'tidekv'` from the packed tarball
+// installed in an empty folder: the file backend, the lock, the exit behaviour, bad input.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { before, test } from 'node:test';
+import { appDir, importTidekv } from './package.mjs';
+
+let Store;
+before(async () => {
+  ({ Store } = await importTidekv());
+});
+
+const fresh = () => mkdtempSync(join(tmpdir(), 'tidekv-fs-'));
+const segments = (dir) => readdirSync(dir).filter((f) => /^seg-[0-9a-f]{16}\.tkv$/.test(f)).sort();
+
+/** Runs `source` as an ES module inside the app folder (so 'tidekv' resolves as for a user). */
+function runScript(source, args = []) {
+  const file = join(appDir(), `script-${process.pid}-${Math.random().toString(16).slice(2)}.mjs`);
+  writeFileSync(file, source);
+  return spawnSync(process.execPath, [file, ...args], { encoding: 'utf8', timeout: 60_000 });
+}
+
+test('values, kinds, tags, TTLs and namespaces survive close and reopen from files', async () => {
+  const path = fresh();
+  const s = await Store.open({ path, name: 'db' });
+  s.set('bin', new Uint8Array([0, 1, 255]), { tags: ['b'] });
+  s.set('txt', 'héllo', { ttl: 3_600_000, tags: ['a', 'b'] });
+  s.set('obj', { deep: [1, { x: null }] });
+  s.set('gone', 'soon');
+  s.delete('gone');
+  s.namespace('users').set('u1', 'ada', { tags: ['admin'] });
+  const meta = s.getWithMetadata('txt').metadata;
+  await s.close();
+
+  assert.deepEqual(readdirSync(join(path, 'db')).sort(), ['LOCK', 'seg-0000000000000001.tkv']);
+  const t = await Store.open({ path, name: 'db' });
+  assert.deepEqual(t.keys(), ['bin', 'obj', 'txt']);
+  assert.deepEqual(t.get('bin'), new Uint8Array([0, 1, 255]));
+  assert.equal(t.get('txt'), 'héllo');
+  assert.deepEqual(t.get('obj'), { deep: [1, { x: null }] });
+  assert.deepEqual(t.getWithMetadata('txt').metadata, meta);
+  assert.deepEqual(t.queryByTags(['b']), ['bin', 'txt']);
+  assert.deepEqual(t.listTags(), [{ tag: 'a', count: 1 }, { tag: 'b', count: 2 }]);
+  assert.equal(t.namespace('users').get('u1'), 'ada');
+  assert.deepEqual(t.namespace('users').queryByTags(['admin']), ['u1']);
+  await t.close();
+});
+
+test('a TTL that passes while the store is closed is gone after reopen', async () => {
+  const path = fresh();
+  const s = await Store.open({ path });
+  s.set('short', 'x', { ttl: 100 });
+  s.set('stays', 'y');
+  const deadline = s.getWithMetadata('short').metadata.expiresAt;
+  await s.close();
+  while (Date.now() <= deadline) await new Promise((r) => setTimeout(r, 20));
+  const t = await Store.open({ path });
+  assert.deepEqual(t.keys(), ['stays']);
+  assert.equal(t.get('short'), undefined);
+  await t.close();
+});
+
+test('a second open of an open database fails with Locked, in this process and in another', async () => {
+  const path = fresh();
+  const s = await Store.open({ path, name: 'locked' });
+  await assert.rejects(Store.open({ path, name: 'locked' }), (e) => e.code === 'Locked' && e.message.includes('locked'));
+  const other = runScript(`
+    import { Store } from 'tidekv';
+    try { await Store.open({ path: process.argv[2], name: 'locked' }); console.log('opened'); }
+    catch (e) { console.log(e.code); }
+  `, [path]);
+  assert.equal(other.stdout.trim(), 'Locked');
+  await s.close();
+  const again = await Store.open({ path, name: 'locked' });
+  await again.close();
+});
+
+test('a lock left by a process that died is taken over', async () => {
+  const path = fresh();
+  const died = runScript(`
+    import { Store } from 'tidekv';
+    const s = await Store.open({ path: process.argv[2] });
+    s.set('k', 'v');
+    await s.flush();
+    process.exit(0); // no close(): the lock file stays behind
+  `, [path]);
+  assert.equal(died.status, 0, died.stderr);
+  assert.deepEqual(readdirSync(join(path, 'default')).sort(), ['LOCK', 'LOCK.node', 'seg-0000000000000001.tkv']);
+  const s = await Store.open({ path });
+  assert.equal(s.get('k'), 'v');
+  await s.close();
+});
+
+test('a script that writes and never calls close() exits on its own with its data on disk', async () => {
+  const path = fresh();
+  const child = runScript(`
+    import { Store } from 'tidekv';
+    const s = await Store.open({ path: process.argv[2], flushInterval: 60000 });
+    for (let i = 0; i < 50; i++) s.set('k' + i, { i }, { tags: ['t'] });
+    s.namespace('ns').set('x', 'y');
+    console.log('written');
+  `, [path]);
+  assert.equal(child.signal, null, 'the child was killed by the timeout: it did not exit on its own');
+  assert.equal(child.status, 0, child.stderr);
+  assert.equal(child.stdout.trim(), 'written');
+  const s = await Store.open({ path });
+  assert.equal(s.keys().length, 50);
+  assert.deepEqual(s.get('k49'), { i: 49 });
+  assert.equal(s.queryByTags(['t']).length, 50);
+  assert.equal(s.namespace('ns').get('x'), 'y');
+  await s.close();
+});
+
+test('bad input throws a TypeError or RangeError and stores nothing', async () => {
+  const path = fresh();
+  const s = await Store.open({ path });
+  const cases = [
+    [() => s.set(42, 'v'), TypeError, 'InvalidType'],
+    [() => s.set('k', 'v', { ttl: NaN }), RangeError, 'InvalidTtl'],
+    [() => s.set('k', 'v', { ttl: -5 }), RangeError, 'InvalidTtl'],
+    [() => s.set('k', 'v', { ttl: '10' }), TypeError, 'InvalidType'],
+    [() => s.set('k', 'v', { tll: 10 }), TypeError, 'InvalidType'],
+    [() => s.set('k', () => 1), TypeError, 'InvalidType'],
+    [() => s.set('k', 10n), TypeError, 'InvalidType'],
+    [() => s.set('k', { n: NaN }), RangeError, 'InvalidValue'],
+    [() => s.set('', 'v'), RangeError, 'InvalidKey'],
+    [() => s.expire('k', Infinity), RangeError, 'InvalidTtl'],
+    [() => s.on('expired', () => {}), TypeError, 'InvalidType'],
+  ];
+  for (const [call, type, code] of cases) {
+    assert.throws(call, (e) => e instanceof type && e.code === code, String(call));
+  }
+  assert.deepEqual(s.keys(), []);
+  assert.equal(s.stats().bufferBytes, 0);
+  await s.close();
+  const t = await Store.open({ path });
+  assert.deepEqual(t.keys(), []);
+  await t.close();
+
+  await assert.rejects(Store.open({ path, bufferSise: 10 }), (e) => e instanceof TypeError && e.message.includes('bufferSise'));
+  await assert.rejects(Store.open({ path, durability: 'sometimes' }), (e) => e instanceof TypeError && e.message.includes('durability'));
+  await assert.rejects(Store.open({ path, name: '../escape' }), (e) => e instanceof RangeError && e.code === 'InvalidName');
+  await assert.rejects(Store.open({ path: 7 }), (e) => e instanceof TypeError && e.message.includes('path'));
+  assert.deepEqual(readdirSync(path), ['default']);
+});
+
+test('compaction keeps only live records and the result reopens the same', async () => {
+  const path = fresh();
+  const s = await Store.open({ path, durability: 'buffered' });
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < 100; i++) s.set(`k${i}`, `v${round}-${i}`);
+    await s.flush();
+  }
+  for (let i = 0; i < 50; i++) s.delete(`k${i}`);
+  s.set('ttl', 'x', { ttl: 3_600_000, tags: ['keep'] });
+  const report = await s.compact();
+  assert.equal(report.recordsBefore, 351);
+  assert.equal(report.recordsAfter, 51);
+  assert.equal(report.recordsDropped, 300);
+  assert.ok(report.bytesAfter < report.bytesBefore);
+  s.set('after', 'compaction');
+  await s.close();
+  const dir = join(path, 'default');
+  const segs = segments(dir);
+  assert.equal(segs.length, 2, segs.join(','));
+  const t = await Store.open({ path });
+  assert.equal(t.keys().length, 52);
+  assert.equal(t.get('k99'), 'v2-99');
+  assert.equal(t.get('k0'), undefined);
+  assert.deepEqual(t.queryByTags(['keep']), ['ttl']);
+  assert.equal(t.get('after'), 'compaction');
+  await t.close();
+});
+
+test('a torn write at the end of the log is cut off at open and earlier records survive', async () => {
+  const path = fresh();
+  const s = await Store.open({ path });
+  s.set('a', 'first');
+  await s.flush();
+  s.set('b', 'second');
+  await s.close();
+  const seg = join(path, 'default', segments(join(path, 'default'))[0]);
+  const good = statSync(seg).size;
+  appendFileSync(seg, Buffer.from([40, 0, 0, 0, 1, 2, 3])); // the start of a frame, cut short
+  const t = await Store.open({ path });
+  assert.deepEqual(t.keys(), ['a', 'b']);
+  assert.equal(statSync(seg).size, good);
+  t.set('c', 'third');
+  await t.close();
+  const u = await Store.open({ path });
+  assert.deepEqual(u.keys(), ['a', 'b', 'c']);
+  await u.close();
+});
+
+test('without a path, Node.js opens a memory store that keeps nothing', async () => {
+  const s = await Store.open();
+  s.set('k', 'v');
+  await s.flush();
+  assert.equal(s.stats().flushes, 1);
+  await s.close();
+  const t = await Store.open();
+  assert.deepEqual(t.keys(), []);
+  await t.close();
+  assert.throws(() => t.get('k'), (e) => e.code === 'Closed');
+});

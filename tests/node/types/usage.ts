@@ -1,0 +1,42 @@
+// Compiled (never run) by types.test.mjs with `tsc --strict` against the installed package:
+// the public types accept what the docs promise and reject misuse (@ts-expect-error lines).
+import { Store } from 'tidekv';
+import type { CompactReport, Entry, Metadata, OpenOptions, Stats, TidekvError, Value } from 'tidekv';
+
+export async function usage(): Promise<void> {
+  const options: OpenOptions = { name: 'app', path: './data', backend: 'fs', durability: 'fsync', bufferSize: 1024, flushInterval: 100, compression: true, maxValueSize: 10 };
+  const store: Store = await Store.open(options);
+  store.set('bytes', new Uint8Array([1]), { ttl: 1000, tags: ['a'] });
+  store.set('text', 'hello');
+  store.set('json', { nested: [1, 'two', null, { ok: true }] });
+  const value: Value | undefined = store.get('text');
+  const entry: Entry | undefined = store.getWithMetadata('json');
+  const meta: Metadata | undefined = entry?.metadata;
+  const expiresAt: number | null | undefined = meta?.expiresAt;
+  const ttl: number | undefined = store.ttl('bytes');
+  const keys: string[] = store.keys('pre');
+  const tagged: string[] = store.queryByTags(['a']);
+  const counts: number[] = store.listTags().map((t) => t.count);
+  const users: Store = store.namespace('users');
+  const stats: Stats = users.stats();
+  const lastError: string | null = stats.lastError;
+  store.on('expire', (key: string, namespace: string) => void [key, namespace]);
+  store.on('error', (e: TidekvError) => void e.code);
+  await store.flush();
+  const report: CompactReport = await store.compact();
+  await store.close();
+  const memory = Store.memory({ bufferSize: 10 });
+  // @ts-expect-error: keys are strings
+  memory.set(1, 'v');
+  // @ts-expect-error: unknown option
+  await Store.open({ bufferSise: 1 });
+  // @ts-expect-error: not a backend
+  await Store.open({ backend: 'redis' });
+  // @ts-expect-error: ttl is a number of ms
+  memory.set('k', 'v', { ttl: '10s' });
+  // @ts-expect-error: functions are not values
+  memory.set('k', () => 1);
+  // @ts-expect-error: unknown event
+  memory.on('expired', () => {});
+  void [value, expiresAt, ttl, keys, tagged, counts, lastError, report];
+}
