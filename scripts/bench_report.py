@@ -3,7 +3,8 @@
 
 Reads, from the run's output directory:
   machine.json          what scripts/bench.sh recorded about the machine and the run
-  native.json           rows from the native bench binary (benches/native)
+  native.json           rows from the native bench binary (benches/native): in-memory groups
+  native-disk.json      the same binary's disk groups (persist, reopen), run in a fresh process
   criterion/            criterion's estimates for the point-operation and sweep-tick benches
   node.json             rows from bench/node (optional)
   browser.json          rows from bench/browser (optional)
@@ -325,6 +326,7 @@ def main():
     machine = load_json(run_dir / "machine.json", {})
     res = Results()
     res.add_rows(load_json(run_dir / "native.json", []))
+    res.add_rows(load_json(run_dir / "native-disk.json", []))
     res.add_rows(load_json(run_dir / "node.json", []))
     res.add_rows(load_json(run_dir / "browser.json", []))
     add_criterion(res, run_dir / "criterion")
@@ -357,7 +359,9 @@ def main():
         ["node", m.get("node", "?")],
         ["chromium", m.get("chromium", "?")],
         ["git commit", m.get("commit", "?")],
-        ["one wall-clock read (`SystemTime::now`, measured)", fmt_ns(res.get("clock", "time", "system_time_now"))],
+        ["one wall-clock read (`SystemTime::now`, in a loop)", fmt_ns(res.get("clock", "time", "system_time_now"))],
+        ["the floor's get hit without / with a clock read per get",
+         f"{fmt_ns(res.get('clock', 'time', 'floor_get'))} / {fmt_ns(res.get('clock', 'time', 'floor_get_with_clock'))}"],
         ["load average at start (1/5/15 min)", m.get("load_start", "?")],
         ["load average at end (1/5/15 min)", m.get("load_end", "?")],
     ]
@@ -378,7 +382,8 @@ def main():
         "tidekv is `Store::memory(Options::default())` (system clock, 1 MiB write buffer, buffered "
         "writes: a set is in memory when it returns). The floor is `std::sync::Mutex<std::collections::"
         "HashMap<String, Bytes>>`; moka is `moka::sync::Cache<String, Bytes>` with `time_to_live(1 h)`. "
-        "Random access over the preloaded keys.\n"
+        "Random access over the preloaded keys; tidekv's write buffer is flushed after the preload "
+        "(the steady state its Syncer keeps), so a get of a key without a TTL reads no clock.\n"
     )
     point_section(res, out)
 
@@ -403,7 +408,11 @@ def main():
         out.append(
             "Reclaim: every key expires at the same moment (tidekv: a manual clock jumps past the "
             "deadlines; moka: per-entry expiry of 1 s, real time). Meanwhile another thread reads 10,000 "
-            "keys that do not expire, timing each get.\n"
+            "keys that do not expire, timing each get. `Store::sweep_expired()` removes everything due "
+            "in one call while holding the store's lock, so a get that arrives meanwhile waits for all "
+            "of it (the max column); a Syncer sweeps `sweep_budget` (1,000) keys per tick and releases "
+            "the lock between ticks, ticking at `min_tick` (10 ms) while sweeps use their whole budget, "
+            "so reclaim takes longer but gets are barely slowed.\n"
         )
         rows = []
         for peer in res.peers("reclaim"):
@@ -453,9 +462,10 @@ def main():
         out.append("## Native: reopen\n")
         out.append(
             "Open a store holding N records (written by the persistent-write bench) and have every "
-            "record readable. tidekv replays its log into memory on open; redb and sled open lazily, "
-            "so they are timed for open + a full scan. The raw figure is reading the tidekv files "
-            "with `std::fs::read` (page cache warm, as for every store here).\n"
+            "record readable, each in a fresh child process, as after a restart (page cache warm). "
+            "tidekv replays its log into memory on open; redb and sled open lazily, so they are timed "
+            "for open + a full scan. The raw figure is reading tidekv's files with `std::fs::read`. "
+            "Page faults and peak memory are the child process's own (from /proc).\n"
         )
         base = res.get("reopen", "open_ms", "tidekv")
         rows = []
@@ -463,8 +473,10 @@ def main():
             v = res.get("reopen", "open_ms", p)
             mbs = res.get("reopen", "mb_per_s", p)
             rows.append([p, fmt_ns(v * 1e6) if v else "–", fmt_num(mbs, 0) if mbs else "",
+                         fmt_num(res.get("reopen", "minor_faults", p)),
+                         f"{fmt_num(res.get('reopen', 'peak_rss_mb', p))} MiB",
                          fmt_ratio(ratio(base, v)) if p != "tidekv" and v else ""])
-        out.append(table(["store", "time", "MB/s", "tidekv ÷ this (time)"], rows) + "\n")
+        out.append(table(["store", "time", "MB/s", "minor page faults", "peak memory", "tidekv ÷ this (time)"], rows) + "\n")
 
     if res.has_group("node"):
         out.append("## Node.js\n")
@@ -522,6 +534,7 @@ def main():
         rows = [[f, f"{b / 1024:.1f} KB", f"{g / 1024:.1f} KB"] for f, b, g in pkg.get("files", [])]
         rows.append([f"**wasm + JS glue of {pkg['build']} (the target)**", f"{pkg['raw_total'] / 1024:.1f} KB",
                      f"**{pkg['gzip_total'] / 1024:.1f} KB**"])
+        out.append("Each file compressed on its own with gzip -9; the target figure sums the browser build's files.\n")
         out.append(table(["file", "size", "gzip -9"], rows) + "\n")
 
     missing = [m_ for m_ in machine.get("missing", [])]

@@ -19,6 +19,9 @@ cargo clippy --all-targets --all-features -- -D warnings
 step "clippy (wasm32)"
 cargo clippy --target wasm32-unknown-unknown --lib --tests -- -D warnings
 
+step "clippy (wasm32, Node.js build: feature node)"
+cargo clippy --target wasm32-unknown-unknown --lib --tests --features node -- -D warnings
+
 step "rustdoc (every public item documented, no broken links)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --quiet
 
@@ -33,9 +36,6 @@ wasm-pack test --node --mode no-install -- --test wasm_node --test wasm_browser
 
 step "wasm tests in headless Chromium"
 wasm-pack test --headless --chrome --mode no-install -- --test wasm_node --test wasm_browser
-
-step "clippy (wasm32, Node.js build: feature node)"
-cargo clippy --target wasm32-unknown-unknown --lib --tests --features node -- -D warnings
 
 step "npm package: build (web + Node.js), pack, install the tarball into an empty folder"
 bash scripts/build-npm.sh

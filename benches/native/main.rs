@@ -35,6 +35,11 @@ pub struct Scale {
 }
 
 fn main() {
+    if let Ok(spec) = std::env::var("TIDEKV_BENCH_REOPEN") {
+        // A child process of the reopen group: one open, timed, then exit.
+        persist::open_one(&spec);
+        return;
+    }
     let quick = std::env::var("TIDEKV_BENCH_QUICK").is_ok_and(|v| v == "1");
     let scale = if quick {
         Scale {

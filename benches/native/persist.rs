@@ -181,56 +181,135 @@ pub fn bench(scale: &Scale, writes: bool, reopen: bool) {
     }
 
     if reopen {
+        // Each open runs in a fresh child process, as after a restart: a heap that already held
+        // (and freed) a million entries would make the replay look cheaper than a restart is.
+        let redb_path = redb_path.as_ref().expect("redb file");
+        for (peer, which, path, bytes) in [
+            ("tidekv", "tidekv", &tdir, Some(tide_bytes)),
+            ("redb, open + full scan", "redb", redb_path, None),
+            ("sled, open + full scan", "sled", &spath, None),
+            ("raw read of tidekv's files", "raw", &tdir, Some(tide_bytes)),
+        ] {
+            open_row(peer, reopen_in_child(which, path, n), bytes);
+        }
+    }
+}
+
+/// Runs `open_one` in a child process (this bench binary, `TIDEKV_BENCH_REOPEN` set) and
+/// returns the seconds it measured.
+fn reopen_in_child(which: &str, path: &Path, n: usize) -> f64 {
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = std::process::Command::new(exe)
+        .env(
+            "TIDEKV_BENCH_REOPEN",
+            format!("{which}:{n}:{}", path.display()),
+        )
+        .output()
+        .expect("spawn the reopen child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let peer = match which {
+        "tidekv" => "tidekv",
+        "redb" => "redb, open + full scan",
+        "sled" => "sled, open + full scan",
+        _ => "raw read of tidekv's files",
+    };
+    if let (Some(faults), Some(rss)) = (field("minor_faults "), field("peak_rss_kb ")) {
+        record("reopen", "minor_faults", peer, faults, "page faults");
+        record("reopen", "peak_rss_mb", peer, rss / 1024.0, "MiB");
+    }
+    assert!(
+        out.status.success(),
+        "reopen child failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("reopen_secs "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the child's reopen_secs line")
+}
+
+/// The child's side: opens one store (`"tidekv"`, `"redb"`, `"sled"`, or `"raw"` for reading
+/// tidekv's files) holding `n` records, makes every record readable, prints the time.
+pub fn open_one(spec: &str) {
+    let mut parts = spec.splitn(3, ':');
+    let (which, n, path) = (
+        parts.next().expect("which"),
+        parts
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .expect("n"),
+        PathBuf::from(parts.next().expect("path")),
+    );
+    let t = Instant::now();
+    match which {
         // tidekv: open replays the log; every record is then in memory.
-        let t = Instant::now();
-        let store = Store::open(&tdir, Options::default()).expect("reopen");
-        let secs = t.elapsed().as_secs_f64();
-        assert_eq!(store.stats().keys, n as u64, "reopen lost records");
-        store.close().expect("close");
-        open_row("tidekv", secs, Some(tide_bytes));
-
-        // redb: open + a full scan (it reads lazily).
-        let path = redb_path.as_ref().expect("redb file");
-        let t = Instant::now();
-        let db = redb::Database::open(path).expect("redb open");
-        let txn = db.begin_read().expect("read");
-        let table = txn.open_table(TABLE).expect("table");
-        let mut count = 0usize;
-        for row in table.iter().expect("iter") {
-            let (k, v) = row.expect("row");
-            count += std::hint::black_box(k.value().len() + v.value().len()).min(1);
+        "tidekv" => {
+            let store = Store::open(&path, Options::default()).expect("reopen");
+            let secs = t.elapsed().as_secs_f64();
+            assert_eq!(store.stats().keys, n as u64, "reopen lost records");
+            println!("reopen_secs {secs}");
+            print_process_stats();
+            store.close().expect("close");
+            return;
         }
-        let secs = t.elapsed().as_secs_f64();
-        assert_eq!(count, n);
-        drop((table, txn, db));
-        open_row("redb, open + full scan", secs, None);
-
-        // sled: open + a full scan.
-        let t = Instant::now();
-        let db = sled::open(&spath).expect("sled open");
-        let mut count = 0usize;
-        for row in db.iter() {
-            let (k, v) = row.expect("row");
-            count += std::hint::black_box(k.len() + v.len()).min(1);
+        // redb and sled read lazily: open + a full scan.
+        "redb" => {
+            let db = redb::Database::open(&path).expect("redb open");
+            let txn = db.begin_read().expect("read");
+            let table = txn.open_table(TABLE).expect("table");
+            let mut count = 0usize;
+            for row in table.iter().expect("iter") {
+                let (k, v) = row.expect("row");
+                count += std::hint::black_box(k.value().len() + v.value().len()).min(1);
+            }
+            assert_eq!(count, n);
         }
-        let secs = t.elapsed().as_secs_f64();
-        assert_eq!(count, n);
-        drop(db);
-        open_row("sled, open + full scan", secs, None);
-
+        "sled" => {
+            let db = sled::open(&path).expect("sled open");
+            let mut count = 0usize;
+            for row in db.iter() {
+                let (k, v) = row.expect("row");
+                count += std::hint::black_box(k.len() + v.len()).min(1);
+            }
+            assert_eq!(count, n);
+        }
         // The raw read speed of tidekv's own files.
-        let mut paths = Vec::new();
-        files(&tdir, &mut paths);
-        let t = Instant::now();
-        let mut total = 0u64;
-        for p in &paths {
-            total += std::hint::black_box(std::fs::read(p).expect("read")).len() as u64;
+        _ => {
+            let mut paths = Vec::new();
+            files(&path, &mut paths);
+            for p in &paths {
+                std::hint::black_box(std::fs::read(p).expect("read"));
+            }
         }
-        open_row(
-            "raw read of tidekv's files",
-            t.elapsed().as_secs_f64(),
-            Some(total),
-        );
+    }
+    println!("reopen_secs {}", t.elapsed().as_secs_f64());
+    print_process_stats();
+}
+
+/// The child's minor page faults and peak resident memory, from /proc (Linux only; prints
+/// nothing elsewhere).
+fn print_process_stats() {
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the parenthesised command name; minflt is the 10th field overall.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            if let Some(minflt) = rest.split_whitespace().nth(7) {
+                println!("minor_faults {minflt}");
+            }
+        }
+    }
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+        {
+            println!("peak_rss_kb {kb}");
+        }
     }
 }
 

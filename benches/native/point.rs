@@ -149,10 +149,31 @@ fn peer<K: Kv>(c: &mut Criterion, data: &Arc<Data>, name: &str, kv: K, threads: 
 
 pub fn bench(c: &mut Criterion, scale: &Scale) {
     // What one wall-clock read costs on this machine: tidekv reads it for TTLs and flush timing.
-    c.bench_function("clock/system_time_now", |b| {
+    let mut clock = c.benchmark_group("clock");
+    clock.bench_function("system_time_now", |b| {
         b.iter(|| black_box(std::time::SystemTime::now()))
     });
     let data = Arc::new(Data::new(scale.point_keys));
+    // The same read in a loop of cache-missing lookups: the floor's get hit, without and with
+    // one clock read per operation (what a store that checks a TTL on every read pays).
+    let floor = Floor::default();
+    for key in &data.keys {
+        floor.set(key, data.value.clone());
+    }
+    for (name, with_clock) in [("floor_get", false), ("floor_get_with_clock", true)] {
+        clock.bench_function(name, |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                if with_clock {
+                    black_box(std::time::SystemTime::now());
+                }
+                black_box(floor.get(&data.keys[data.order[i & MASK]]))
+            })
+        });
+    }
+    clock.finish();
+    drop(floor);
     for threads in [1, 2] {
         peer(c, &data, "tidekv", Tide::new(), threads);
         peer(c, &data, "tidekv_ttl", TideTtl::new(), threads);

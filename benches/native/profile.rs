@@ -40,12 +40,33 @@ pub fn run(which: &str) {
         }
         "profile_persist" => {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = tidekv::Store::open(dir.path(), tidekv::Options::default()).expect("open");
-            for i in 0..OPS {
-                store
-                    .set(&crate::point::key(i), data.value.clone())
-                    .expect("set");
+            let dir = match std::env::var("KEEP_DIR") {
+                // Keep the store for a separate reopen (TIDEKV_BENCH_REOPEN=tidekv:N:DIR).
+                Ok(path) => {
+                    std::fs::create_dir_all(&path).expect("KEEP_DIR");
+                    tempfile::Builder::new()
+                        .disable_cleanup(true)
+                        .tempdir_in(path)
+                        .expect("tempdir")
+                }
+                Err(_) => dir,
+            };
+            eprintln!("store in {}", dir.path().display());
+            let keys: Vec<String> = (0..OPS).map(crate::point::key).collect();
+            let mut options = tidekv::Options::default();
+            if std::env::var("DURABILITY").as_deref() == Ok("buffered") {
+                options = options.durability(tidekv::Durability::Buffered);
             }
+            if let Ok(mb) = std::env::var("BUFFER_MB") {
+                options = options.buffer_size(mb.parse::<usize>().expect("BUFFER_MB") << 20);
+            }
+            let t = std::time::Instant::now();
+            let store = tidekv::Store::open(dir.path(), options).expect("open");
+            for k in &keys {
+                store.set(k, data.value.clone()).expect("set");
+            }
+            store.flush().expect("flush");
+            eprintln!("write of {OPS} records: {:?}", t.elapsed());
             store.close().expect("close");
             let t = std::time::Instant::now();
             let store = tidekv::Store::open(dir.path(), tidekv::Options::default()).expect("open");
@@ -79,7 +100,11 @@ pub fn run(which: &str) {
                 }
                 let a = t.elapsed().as_nanos() as f64 / OPS as f64;
                 let t = std::time::Instant::now();
+                let with_clock = std::env::var("FLOOR_CLOCK").is_ok();
                 for &i in &order {
+                    if with_clock {
+                        black_box(std::time::SystemTime::now());
+                    }
                     black_box(floor.get(&data.keys[i]));
                 }
                 let b = t.elapsed().as_nanos() as f64 / OPS as f64;

@@ -237,7 +237,6 @@ impl Engine {
 
         let compressed =
             self.config.compression && value.len() >= self.config.compression_threshold;
-        self.expire_if_due(ns, key, now);
         let space = &mut self.spaces[ns as usize];
         let record_size = record::put_size(
             space.name.len(),
@@ -245,33 +244,26 @@ impl Engine {
             tag_list.iter().map(|t| t.len()),
             value.len(),
         );
-        if let Some(entry) = space.map.get_mut(key) {
-            // Overwrite in place: the key keeps its allocation, and the deadline and tag
-            // indexes change only where they differ — the same end state as remove + insert.
-            self.stats.value_bytes =
-                self.stats.value_bytes - entry.value.len() as u64 + value.len() as u64;
-            if entry.expires_at != expires_at {
-                if let Some(d) = entry.expires_at {
-                    self.deadlines.remove(d, ns, key);
-                }
-                if let Some(d) = expires_at {
-                    self.deadlines.insert(d, ns, key);
-                }
+        // One lookup: a live entry is overwritten in place; an expired one goes through lazy
+        // expiry first (as any access does), then a fresh entry is inserted.
+        let fresh = match space.map.get_mut(key) {
+            Some(entry) if entry.is_live(now) => {
+                Self::overwrite(
+                    entry,
+                    &mut space.tags,
+                    &mut self.deadlines,
+                    &mut self.stats,
+                    (ns, key, now),
+                    (value, expires_at, tag_list, kind, compressed),
+                );
+                None
             }
-            if entry.tags.len() != tag_list.len()
-                || entry.tags.iter().zip(&tag_list).any(|(a, b)| **a != **b)
-            {
-                let tags: Box<[Box<str>]> = tag_list.into_iter().map(Into::into).collect();
-                space.tags.remove(key, &entry.tags);
-                space.tags.add(key, &tags);
-                entry.tags = tags;
+            found => Some((value, tag_list, found.is_some())),
+        };
+        if let Some((value, tag_list, expired)) = fresh {
+            if expired {
+                self.expire_if_due(ns, key, now);
             }
-            entry.value = value;
-            entry.updated_at = now;
-            entry.expires_at = expires_at;
-            entry.kind = kind;
-            entry.compressed = compressed;
-        } else {
             let entry = Entry {
                 value,
                 created_at: now,
@@ -287,6 +279,47 @@ impl Engine {
         self.buffer.mark(&mut space.pending, key, record_size, now);
         self.stats.sets += 1;
         Ok(())
+    }
+
+    /// Replaces a live entry's value, TTL and tags, keeping its key allocation and
+    /// `created_at`; the deadline and tag indexes change only where they differ — the same end
+    /// state as remove + insert.
+    fn overwrite(
+        entry: &mut Entry,
+        tag_index: &mut tags::TagIndex,
+        deadlines: &mut DeadlineIndex,
+        stats: &mut Stats,
+        (ns, key, now): (NsId, &str, u64),
+        (value, expires_at, tag_list, kind, compressed): (
+            Bytes,
+            Option<u64>,
+            Vec<&str>,
+            Kind,
+            bool,
+        ),
+    ) {
+        stats.value_bytes = stats.value_bytes - entry.value.len() as u64 + value.len() as u64;
+        if entry.expires_at != expires_at {
+            if let Some(d) = entry.expires_at {
+                deadlines.remove(d, ns, key);
+            }
+            if let Some(d) = expires_at {
+                deadlines.insert(d, ns, key);
+            }
+        }
+        if entry.tags.len() != tag_list.len()
+            || entry.tags.iter().zip(&tag_list).any(|(a, b)| **a != **b)
+        {
+            let tags: Box<[Box<str>]> = tag_list.into_iter().map(Into::into).collect();
+            tag_index.remove(key, &entry.tags);
+            tag_index.add(key, &tags);
+            entry.tags = tags;
+        }
+        entry.value = value;
+        entry.updated_at = now;
+        entry.expires_at = expires_at;
+        entry.kind = kind;
+        entry.compressed = compressed;
     }
 
     /// The value and kind under `key`, if it is live. Counts a hit or a miss.
@@ -549,14 +582,7 @@ impl Engine {
     /// Whether the shell should flush now: the buffer reached `buffer_size`, or the oldest
     /// pending change is `flush_interval_ms` old. Never true while a batch is in flight.
     pub fn flush_due(&self, now: u64) -> bool {
-        if self.buffer.in_flight.is_some() || self.buffer.pending_keys == 0 {
-            return false;
-        }
-        self.buffer.pending_bytes >= self.config.buffer_size
-            || self
-                .buffer
-                .oldest_at
-                .is_some_and(|t| now.saturating_sub(t) >= self.config.flush_interval_ms)
+        self.flush_due_lazy(&mut || now)
     }
 
     /// [`flush_due`](Engine::flush_due), calling `now` only when the answer depends on the

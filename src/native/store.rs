@@ -496,19 +496,22 @@ impl Store {
     /// Removes every key whose TTL has passed, now, and returns how many. Keys also expire on
     /// their own: a read never returns an expired key, and a [`Syncer`](super::Syncer) sweeps.
     pub fn sweep_expired(&self) -> usize {
-        self.shared()
-            .with(|engine, now| {
-                let mut removed = 0;
-                loop {
-                    let budget = engine.config().sweep_budget;
-                    let report = engine.sweep(now, budget);
-                    removed += report.expired;
-                    if !report.more_due {
-                        return Ok(removed);
-                    }
-                }
-            })
-            .unwrap_or(0)
+        let shared = self.shared();
+        let mut removed = 0;
+        // Everything due at the time of the call; the lock is taken once per sweep budget, so
+        // readers and writers get in between chunks of a large reclaim.
+        let mut at = None;
+        loop {
+            let report = shared.with(|engine, now| {
+                let now = *at.get_or_insert(now);
+                Ok(engine.sweep(now, engine.config().sweep_budget))
+            });
+            match report {
+                Ok(report) if report.more_due => removed += report.expired,
+                Ok(report) => return removed + report.expired,
+                Err(_) => return removed,
+            }
+        }
     }
 
     /// Writes every change made before this call to the backend and returns once the backend

@@ -97,27 +97,29 @@ fn type_name(value: &JsValue) -> String {
 
 /// A JS string that is valid Unicode (no lone surrogates), as a Rust `String`.
 pub(crate) fn string(value: &JsValue, what: &str) -> Result<String, JsValue> {
-    let Some(s) = value.dyn_ref::<JsString>() else {
+    // One crossing into JS in the common case: `as_string` is `None` for a non-string, and
+    // lone surrogates come back as U+FFFD, so only a string holding U+FFFD needs the check.
+    let Some(s) = value.as_string() else {
         return Err(type_error(&format!(
             "{what} must be a string, got {}",
             type_name(value)
         )));
     };
-    if !s.is_valid_utf16() {
+    if s.contains('\u{FFFD}') && !value.unchecked_ref::<JsString>().is_valid_utf16() {
         return Err(type_error(&format!(
             "{what} contains a lone surrogate (not valid Unicode)"
         )));
     }
-    Ok(String::from(s))
+    Ok(s)
 }
 
 /// A value to store: `Uint8Array` -> bytes, `string` -> text, anything else -> JSON.
 pub(crate) fn value_in(value: &JsValue) -> Result<(Bytes, Kind), JsValue> {
-    if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
-        return Ok((Bytes::from(bytes.to_vec()), Kind::Bytes));
-    }
     if value.is_string() {
         return Ok((Bytes::from(string(value, "a text value")?), Kind::Text));
+    }
+    if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
+        return Ok((Bytes::from(bytes.to_vec()), Kind::Bytes));
     }
     Ok((Bytes::from(encode_json(value)?), Kind::Json))
 }

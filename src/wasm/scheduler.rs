@@ -111,7 +111,7 @@ pub(crate) fn register(store: &Rc<Shared>, strong: bool) {
             Held::Weak(Rc::downgrade(store))
         });
     });
-    wake(0);
+    wake(now(), 0);
 }
 
 /// Stops ticking `store`.
@@ -128,14 +128,15 @@ pub(crate) fn unregister(store: &Rc<Shared>) {
     });
 }
 
-/// Makes sure a tick comes within `delay_ms` (re-arming only if that is sooner than planned).
-pub(crate) fn wake(delay_ms: u64) {
+/// Makes sure a tick comes within `delay_ms` of `now` (re-arming only if that is sooner than
+/// planned). Callers pass the `now` they already read: this runs on every store call.
+pub(crate) fn wake(now: u64, delay_ms: u64) {
     SCHEDULER.with(|s| {
         let mut s = s.borrow_mut();
         if s.stores.is_empty() {
             return;
         }
-        let due = now().saturating_add(delay_ms);
+        let due = now.saturating_add(delay_ms);
         if s.timer.as_ref().is_some_and(|(_, at)| *at <= due) {
             return;
         }
@@ -168,7 +169,7 @@ fn tick() {
         .filter_map(|store| store.tick(now))
         .min();
     if let Some(delay) = delay {
-        wake(delay);
+        wake(now, delay);
     }
 }
 

@@ -96,7 +96,7 @@ impl Shared {
         if flush_due && now >= self.retry_at.get() {
             self.kick();
         }
-        scheduler::wake(next_tick);
+        scheduler::wake(now, next_tick);
         result
     }
 
@@ -191,8 +191,9 @@ impl Shared {
                 let backoff = RETRY_MIN_MS
                     .saturating_mul(1 << (failures - 1).min(16))
                     .min(RETRY_MAX_MS);
-                self.retry_at.set(now().saturating_add(backoff));
-                scheduler::wake(backoff);
+                let now = now();
+                self.retry_at.set(now.saturating_add(backoff));
+                scheduler::wake(now, backoff);
                 let error = to_js(e);
                 self.emit_error(&error);
                 Err(error)
