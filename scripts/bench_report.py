@@ -409,8 +409,9 @@ def main():
             "Reclaim: every key expires at the same moment (tidekv: a manual clock jumps past the "
             "deadlines; moka: per-entry expiry of 1 s, real time). Meanwhile another thread reads 10,000 "
             "keys that do not expire, timing each get. `Store::sweep_expired()` removes everything due "
-            "in one call while holding the store's lock, so a get that arrives meanwhile waits for all "
-            "of it (the max column); a Syncer sweeps `sweep_budget` (1,000) keys per tick and releases "
+            "in one call, taking the store's lock once per `sweep_budget` (1,000) keys; the lock is "
+            "not fair, so the sweeping thread often takes it again before a waiting get, which can "
+            "wait across many chunks (the max column); a Syncer sweeps `sweep_budget` (1,000) keys per tick and releases "
             "the lock between ticks, ticking at `min_tick` (10 ms) while sweeps use their whole budget, "
             "so reclaim takes longer but gets are barely slowed.\n"
         )
