@@ -188,15 +188,8 @@ fn report(peer: &str, took: Duration, removed: usize, lat: &Histogram) {
     record("reclaim", "gets_during", peer, lat.total as f64, "gets");
 }
 
-pub fn bench_reclaim(scale: &Scale) {
-    let n = scale.big;
-    let value = Bytes::from(vec![7u8; 100]);
-
-    // tidekv: a manual clock makes every key due at the same instant.
-    let clock = ManualClock::new(NOW);
-    let store = Arc::new(Tide(
-        Store::memory(Options::default().clock(clock.clone())).expect("open"),
-    ));
+/// `LIVE` keys without a TTL, then `n` keys that all expire 1 s from the store's clock, flushed.
+fn fill_for_reclaim(store: &Tide, n: usize, value: &Bytes) {
     for i in 0..LIVE {
         store.set(&format!("live:{i:06}"), value.clone());
     }
@@ -211,6 +204,18 @@ pub fn bench_reclaim(scale: &Scale) {
             .expect("set");
     }
     store.0.flush().expect("flush");
+}
+
+pub fn bench_reclaim(scale: &Scale) {
+    let n = scale.big;
+    let value = Bytes::from(vec![7u8; 100]);
+
+    // tidekv: a manual clock makes every key due at the same instant.
+    let clock = ManualClock::new(NOW);
+    let store = Arc::new(Tide(
+        Store::memory(Options::default().clock(clock.clone())).expect("open"),
+    ));
+    fill_for_reclaim(&store, n, &value);
     clock.advance(Duration::from_secs(2));
     let s = store.clone();
     let (took, removed, lat) = with_reader(store.clone(), move || s.0.sweep_expired());
@@ -224,20 +229,7 @@ pub fn bench_reclaim(scale: &Scale) {
     let store = Arc::new(Tide(
         Store::memory(Options::default().clock(clock.clone()).syncer(&syncer)).expect("open"),
     ));
-    for i in 0..LIVE {
-        store.set(&format!("live:{i:06}"), value.clone());
-    }
-    for i in 0..n {
-        store
-            .0
-            .set_with(
-                &key(i),
-                value.clone(),
-                SetOptions::new().ttl(Duration::from_secs(1)),
-            )
-            .expect("set");
-    }
-    store.0.flush().expect("flush");
+    fill_for_reclaim(&store, n, &value);
     let s = store.clone();
     let (took, _, lat) = with_reader(store.clone(), move || {
         clock.advance(Duration::from_secs(2));
