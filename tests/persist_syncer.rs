@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use persist_support::{options, tempdir, T0};
-use tidekv::{Backend, Batch, Error, ManualClock, Options, Record, Store, Syncer};
+use tidekv::{Backend, Batch, Error, ManualClock, Options, Record, Replay, Store, Syncer};
 
 /// Polls `done` until it holds; fails the test after 20 s (a generous bound, not a timing
 /// assertion).
@@ -168,7 +168,7 @@ struct Flaky {
 }
 
 impl Backend for Flaky {
-    fn load(&mut self, _visit: &mut dyn FnMut(Record) -> tidekv::Result<()>) -> tidekv::Result<()> {
+    fn load(&mut self, _replay: &mut dyn Replay) -> tidekv::Result<()> {
         Ok(())
     }
 

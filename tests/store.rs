@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tidekv::{Backend, Batch, Error, Kind, ManualClock, Options, Record, SetOptions, Store};
+use tidekv::{
+    Backend, Batch, Error, Kind, ManualClock, Options, PutRecord, Record, Replay, SetOptions, Store,
+};
 
 fn store() -> (Store, ManualClock) {
     let clock = ManualClock::new(1_700_000_000_000);
@@ -223,15 +225,22 @@ fn calls_after_close_fail_with_closed() {
     assert!(matches!(s.close(), Err(Error::Closed)));
 }
 
-/// A backend that records batches and can be told to fail.
+/// A backend that records batches and can be told to fail; at open it replays `stored`,
+/// announcing `hint` records first.
 #[derive(Clone, Default)]
 struct Recorder {
     batches: Arc<Mutex<Vec<Vec<Record>>>>,
     fail: Arc<Mutex<bool>>,
+    stored: Vec<Record>,
+    hint: usize,
 }
 
 impl Backend for Recorder {
-    fn load(&mut self, _: &mut dyn FnMut(Record) -> tidekv::Result<()>) -> tidekv::Result<()> {
+    fn load(&mut self, replay: &mut dyn Replay) -> tidekv::Result<()> {
+        replay.reserve(self.hint);
+        for record in &self.stored {
+            replay.record(record.clone())?;
+        }
         Ok(())
     }
     fn write(&mut self, batch: &Batch) -> tidekv::Result<()> {
@@ -241,6 +250,68 @@ impl Backend for Recorder {
         self.batches.lock().unwrap().push(batch.records.clone());
         Ok(())
     }
+}
+
+fn put(namespace: &str, key: &str, value: &str) -> Record {
+    Record::Put(PutRecord {
+        namespace: namespace.into(),
+        key: key.into(),
+        value: value.as_bytes().to_vec().into(),
+        kind: Kind::Text,
+        created_at: 1,
+        updated_at: 1,
+        expires_at: None,
+        tags: vec![],
+        compressed: false,
+    })
+}
+
+#[test]
+fn a_custom_backend_replays_into_the_store_whatever_size_it_announces() {
+    let stored = vec![
+        put("", "a", "1"),
+        put("", "b", "2"),
+        put("n", "a", "3"),
+        Record::Delete {
+            namespace: "".into(),
+            key: "b".into(),
+        },
+        put("", "a", "4"),
+    ];
+    // Far too few, far too many, and more than memory could ever hold: only a hint.
+    for hint in [0, 1, 1_000_000, usize::MAX] {
+        let backend = Recorder {
+            stored: stored.clone(),
+            hint,
+            ..Recorder::default()
+        };
+        let s = Store::with_backend(Box::new(backend), Options::default()).unwrap();
+        assert_eq!(
+            s.get("a").unwrap().as_deref(),
+            Some(&b"4"[..]),
+            "hint {hint}"
+        );
+        assert_eq!(s.get("b").unwrap(), None);
+        let n = s.namespace("n").unwrap();
+        assert_eq!(n.get("a").unwrap().as_deref(), Some(&b"3"[..]));
+        assert_eq!(s.stats().keys, 2);
+        assert_eq!(
+            s.stats().buffer_bytes,
+            0,
+            "replayed records are not pending"
+        );
+    }
+}
+
+#[test]
+fn a_replayed_record_the_store_refuses_fails_the_open() {
+    let long = "n".repeat(tidekv::MAX_KEY_LEN + 1);
+    let backend = Recorder {
+        stored: vec![put("", "a", "1"), put(&long, "k", "v")],
+        ..Recorder::default()
+    };
+    let err = Store::with_backend(Box::new(backend), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
 }
 
 #[test]

@@ -5,7 +5,8 @@
 
 use alloc::{boxed::Box, string::String, vec::Vec};
 use bytes::Bytes;
-use hashbrown::HashMap;
+use core::hash::BuildHasher;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::{buffer::Pending, tags::TagIndex};
 
@@ -100,10 +101,148 @@ impl Entry {
     }
 }
 
+/// A namespace's entries: a dense array of (key, entry) pairs, and a hash table that holds
+/// only each pair's position in it.
+///
+/// A table slot is one `usize` rather than a whole entry, so a million keys cost one tight array
+/// (grown like a `Vec`) and a small table instead of a half-empty table of entries: less memory
+/// per key, and less to touch when a replay fills it. Removing a key moves the last pair into the
+/// hole, so the array stays dense.
+pub(crate) struct Entries {
+    table: HashTable<usize>,
+    slab: Vec<(Box<str>, Entry)>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Entries {
+    fn new() -> Entries {
+        Entries {
+            table: HashTable::new(),
+            slab: Vec::new(),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Entries the table holds before it next grows.
+    pub fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
+    /// Makes room for `additional` more entries at once; `false` if it could not (the entries
+    /// stay as they were).
+    pub fn try_reserve(&mut self, additional: usize) -> bool {
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.table
+            .try_reserve(additional, |&i| hasher.hash_one(&*slab[i].0))
+            .is_ok()
+            && self.slab.try_reserve_exact(additional).is_ok()
+    }
+
+    /// Gives back room beyond what the entries need.
+    pub fn shrink_to_fit(&mut self) {
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.table.shrink_to_fit(|&i| hasher.hash_one(&*slab[i].0));
+        self.slab.shrink_to_fit();
+    }
+
+    /// The position of `key`, or (when absent) its hash for [`Entries::insert_new`].
+    pub fn find(&self, key: &str) -> Result<usize, u64> {
+        let hash = self.hash(key);
+        let slab = &self.slab;
+        self.table
+            .find(hash, |&i| &*slab[i].0 == key)
+            .copied()
+            .ok_or(hash)
+    }
+
+    /// The entry of `key`.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.find(key).ok().map(|i| &self.slab[i].1)
+    }
+
+    /// The entry of `key`, to change in place.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Entry> {
+        let i = self.find(key).ok()?;
+        Some(&mut self.slab[i].1)
+    }
+
+    /// The pair at a position [`Entries::find`] returned.
+    pub fn at(&self, pos: usize) -> (&str, &Entry) {
+        let (key, entry) = &self.slab[pos];
+        (key, entry)
+    }
+
+    /// Replaces the entry at a position [`Entries::find`] returned, giving back the old one.
+    pub fn replace_at(&mut self, pos: usize, entry: Entry) -> Entry {
+        core::mem::replace(&mut self.slab[pos].1, entry)
+    }
+
+    /// Adds `key`, which [`Entries::find`] just reported absent with `hash`.
+    pub fn insert_new(&mut self, hash: u64, key: Box<str>, entry: Entry) {
+        let pos = self.slab.len();
+        self.slab.push((key, entry));
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.table
+            .insert_unique(hash, pos, |&i| hasher.hash_one(&*slab[i].0));
+    }
+
+    /// Sets the entry of `key`, giving back the one it replaced.
+    pub fn insert(&mut self, key: Box<str>, entry: Entry) -> Option<Entry> {
+        match self.find(&key) {
+            Ok(pos) => Some(self.replace_at(pos, entry)),
+            Err(hash) => {
+                self.insert_new(hash, key, entry);
+                None
+            }
+        }
+    }
+
+    /// Removes `key`, giving back its entry.
+    pub fn remove(&mut self, key: &str) -> Option<Entry> {
+        let hash = self.hash(key);
+        let slab = &self.slab;
+        let (pos, _) = self
+            .table
+            .find_entry(hash, |&i| &*slab[i].0 == key)
+            .ok()?
+            .remove();
+        let last = self.slab.len() - 1;
+        if pos != last {
+            // The last pair moves into the hole: its slot must point at its new place.
+            let moved = self.hash(&self.slab[last].0);
+            let slot = self.table.find_mut(moved, |&i| i == last);
+            debug_assert!(slot.is_some(), "every pair has a table slot");
+            if let Some(slot) = slot {
+                *slot = pos;
+            }
+        }
+        Some(self.slab.swap_remove(pos).1)
+    }
+
+    /// Every (key, entry) pair, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.slab.iter().map(|(key, entry)| (&**key, entry))
+    }
+}
+
 /// One namespace: its entries, its tag index and its pending (unflushed) keys.
 pub(crate) struct Space {
     pub name: Box<str>,
-    pub map: HashMap<Box<str>, Entry>,
+    pub map: Entries,
     pub tags: TagIndex,
     pub pending: Pending,
 }
@@ -112,9 +251,61 @@ impl Space {
     pub fn new(name: &str) -> Space {
         Space {
             name: name.into(),
-            map: HashMap::new(),
+            map: Entries::new(),
             tags: TagIndex::default(),
             pending: Pending::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::format;
+
+    fn entry(n: u64) -> Entry {
+        Entry {
+            value: Bytes::new(),
+            created_at: n,
+            updated_at: n,
+            expires_at: None,
+            tags: Box::default(),
+            kind: Kind::Bytes,
+            compressed: false,
+        }
+    }
+
+    #[test]
+    fn entries_stay_findable_as_removals_move_the_last_pair_into_holes() {
+        let mut map = Entries::new();
+        for i in 0..1_000u64 {
+            assert!(map.insert(format!("k{i}").into(), entry(i)).is_none());
+        }
+        assert_eq!(
+            map.insert("k7".into(), entry(7_000)).map(|e| e.created_at),
+            Some(7)
+        );
+        // Remove every third key, from the middle, the front and the end of the array.
+        for i in (0..1_000u64).step_by(3) {
+            assert_eq!(
+                map.remove(&format!("k{i}")).map(|e| e.updated_at),
+                Some(if i == 7 { 7_000 } else { i })
+            );
+            assert!(map.remove(&format!("k{i}")).is_none());
+        }
+        assert_eq!(map.len(), 666);
+        for i in 0..1_000u64 {
+            let want = (i % 3 != 0).then_some(if i == 7 { 7_000 } else { i });
+            assert_eq!(
+                map.get(&format!("k{i}")).map(|e| e.created_at),
+                want,
+                "k{i}"
+            );
+        }
+        assert_eq!(map.iter().count(), 666);
+        map.shrink_to_fit();
+        assert!(map.try_reserve(10));
+        assert!(!map.try_reserve(usize::MAX));
+        assert_eq!(map.get("k1").map(|e| e.created_at), Some(1));
     }
 }

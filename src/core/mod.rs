@@ -152,6 +152,8 @@ pub struct Engine {
     stats: Stats,
     last_sweep_more_due: bool,
     expired_events: Vec<(String, String)>,
+    /// Records a replay announced ([`Engine::reserve_for_load`]) and no namespace took yet.
+    load_hint: usize,
 }
 
 impl Engine {
@@ -170,6 +172,7 @@ impl Engine {
             config,
             last_sweep_more_due: false,
             expired_events: Vec::new(),
+            load_hint: 0,
         };
         engine.namespace("")?;
         Ok(engine)
@@ -496,7 +499,7 @@ impl Engine {
             .map
             .iter()
             .filter(|(k, e)| k.starts_with(prefix) && e.is_live(now))
-            .map(|(k, _)| String::from(&**k))
+            .map(|(k, _)| String::from(k))
             .collect();
         keys.sort_unstable();
         keys
@@ -510,7 +513,7 @@ impl Engine {
             .tags
             .query(&tags)
             .into_iter()
-            .filter(|k| space.map.get(*k).is_some_and(|e| e.is_live(now)))
+            .filter(|k| space.map.get(k).is_some_and(|e| e.is_live(now)))
             .map(String::from)
             .collect()
     }
@@ -524,7 +527,7 @@ impl Engine {
             .map(|(tag, keys)| {
                 let live = keys
                     .iter()
-                    .filter(|k| space.map.get(&***k).is_some_and(|e| e.is_live(now)))
+                    .filter(|k| space.map.get(k).is_some_and(|e| e.is_live(now)))
                     .count();
                 (String::from(tag), live)
             })
@@ -701,6 +704,28 @@ impl Engine {
         self.buffer.pending_bytes
     }
 
+    /// A hint before a replay: about `records` records will be [`load`](Self::load)ed. The
+    /// first namespace that receives a live one makes room for all of them at once, instead of
+    /// growing its table step by step (each step rehashes every entry so far);
+    /// [`finish_load`](Self::finish_load) gives back room that turned out not to be needed. A
+    /// wrong figure costs only time or memory, never correctness.
+    pub fn reserve_for_load(&mut self, records: usize) {
+        self.load_hint = records;
+    }
+
+    /// Ends a replay: a namespace whose table [`reserve_for_load`](Self::reserve_for_load)
+    /// made larger than growing it one entry at a time would have is shrunk to fit.
+    pub fn finish_load(&mut self) {
+        self.load_hint = 0;
+        for space in &mut self.spaces {
+            // Grown one entry at a time, a table is at most about twice as large as its
+            // entries; more than that is room a hint reserved for records that were dead.
+            if space.map.capacity() > 2 * space.map.len() + 16 {
+                space.map.shrink_to_fit();
+            }
+        }
+    }
+
     /// Applies a record replayed from a backend at open. It does not become pending. A Put whose
     /// deadline has passed removes the key (it shadows any older record of that key).
     pub fn load(&mut self, record: Record, now: u64) -> Result<()> {
@@ -710,6 +735,14 @@ impl Engine {
                 if p.expires_at.is_some_and(|d| now >= d) {
                     self.remove_entry(ns, &p.key);
                     return Ok(());
+                }
+                if self.load_hint > 0 {
+                    let map = &mut self.spaces[ns as usize].map;
+                    if map.is_empty() {
+                        // Only a hint: if the room cannot be had, the table grows as usual.
+                        map.try_reserve(self.load_hint);
+                    }
+                    self.load_hint = 0;
                 }
                 let entry = Entry {
                     value: p.value,
@@ -729,22 +762,21 @@ impl Engine {
                     stats,
                     ..
                 } = self;
-                let space = &mut spaces[ns as usize];
-                match space.map.entry(p.key.into_boxed_str()) {
-                    hashbrown::hash_map::Entry::Occupied(mut o) => {
-                        let key: &str = o.key();
-                        let old = o.get();
+                let Space { map, tags, .. } = &mut spaces[ns as usize];
+                match map.find(&p.key) {
+                    Ok(pos) => {
+                        let (key, old) = map.at(pos);
                         if let Some(d) = old.expires_at {
                             deadlines.remove(d, ns, key);
                         }
                         stats.value_bytes -= old.value.len() as u64;
-                        space.tags.remove(key, &old.tags);
-                        index(deadlines, stats, &mut space.tags, ns, key, &entry);
-                        o.insert(entry);
+                        tags.remove(key, &old.tags);
+                        index(deadlines, stats, tags, ns, key, &entry);
+                        map.replace_at(pos, entry);
                     }
-                    hashbrown::hash_map::Entry::Vacant(v) => {
-                        index(deadlines, stats, &mut space.tags, ns, v.key(), &entry);
-                        v.insert(entry);
+                    Err(hash) => {
+                        index(deadlines, stats, tags, ns, &p.key, &entry);
+                        map.insert_new(hash, p.key.into_boxed_str(), entry);
                     }
                 }
             }
@@ -764,11 +796,13 @@ impl Engine {
                 .map
                 .iter()
                 .filter(|(_, e)| e.is_live(now))
-                .map(|(k, _)| &**k)
+                .map(|(k, _)| k)
                 .collect();
             keys.sort_unstable();
             for key in keys {
-                let entry = &space.map[key];
+                let Some(entry) = space.map.get(key) else {
+                    continue;
+                };
                 out.push(Record::Put(put_record(&space.name, key, entry)));
             }
         }

@@ -31,8 +31,9 @@ pub trait Backend: Send + 'static {
         Role::Log
     }
 
-    /// Replays every stored record, oldest first, into `visit`. Called once, at open.
-    fn load(&mut self, visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()>;
+    /// Replays every stored record, oldest first, into `replay`. Called once, at open; an
+    /// error from [`Replay::record`] must stop the replay and be returned.
+    fn load(&mut self, replay: &mut dyn Replay) -> Result<()>;
 
     /// Makes `batch` durable to the backend's promised level. On `Err`, the store gives the
     /// batch back to the buffer and retries later: a backend may see the same records again.
@@ -69,6 +70,18 @@ pub trait Backend: Send + 'static {
     fn disk_stats(&self) -> Option<DiskStats> {
         None
     }
+}
+
+/// Where [`Backend::load`] sends what it replays: the store being opened.
+pub trait Replay {
+    /// A hint that about `records` records will follow, so the store can size its tables once
+    /// instead of growing them record by record. Optional; a wrong figure costs only time or
+    /// memory.
+    fn reserve(&mut self, records: usize);
+
+    /// Applies the next record. An `Err` (such as more namespaces than the store allows) fails
+    /// the open with that error.
+    fn record(&mut self, record: Record) -> Result<()>;
 }
 
 /// A compaction in progress: rewrites the live records and swaps them in. See

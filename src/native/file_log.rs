@@ -20,17 +20,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread;
 
-use super::backend::{Compaction, CompactionReport, DiskStats};
+use super::backend::{Compaction, CompactionReport, DiskStats, Replay};
 use super::lock::DirLock;
 use super::options::LogOptions;
 use super::{Backend, Clock, Durability};
 use crate::core::log::{
-    classify_file_name, compaction_due, compaction_ids, encode_segment_header, scan_segment,
-    segment_file_name, CorruptPolicy, FileKind, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
+    classify_file_name, compaction_due, compaction_ids, encode_segment_header, estimate_records,
+    scan_segment, segment_file_name, CorruptPolicy, FileKind, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
 };
 use crate::{Batch, Error, Record, Result};
 
@@ -118,7 +120,11 @@ impl Backend for FileLog {
     /// warning on stderr); a bad record anywhere else is [`Error::Corrupt`] naming the file and
     /// offset — unless `skip_corrupt_records` is on — and then nothing on disk was changed
     /// (leftover `.tmp` files aside).
-    fn load(&mut self, visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+    ///
+    /// A reader thread reads, checks and decodes the segments (and keeps the dead-byte index)
+    /// while the calling thread applies the records to the store, so the two halves of the
+    /// work overlap; records still arrive in log order.
+    fn load(&mut self, replay: &mut dyn Replay) -> Result<()> {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
         let now = inner.clock.now_ms();
@@ -144,49 +150,65 @@ impl Backend for FileLog {
         } else {
             CorruptPolicy::Fail
         };
-        let mut torn = None;
-        for (i, &id) in ids.iter().enumerate() {
-            let path = inner.dir.join(segment_file_name(id));
-            // One read per segment; records are decoded straight from this buffer.
-            let bytes = fs::read(&path)?;
-            let is_last = i + 1 == ids.len();
-            let index = &mut inner.index;
-            let stats = &mut inner.stats;
-            let scan = scan_segment(&bytes, id, is_last, policy, &mut |record, len| {
-                if let Record::Put(p) = &record {
-                    if p.expires_at.is_some_and(|d| d <= now) {
-                        stats.expired_at_open += 1;
+        let read = {
+            let LogInner {
+                dir, index, stats, ..
+            } = &mut *inner;
+            let index: &mut LiveIndex = index;
+            let (dir, ids) = (&*dir, &ids[..]);
+            thread::scope(|scope| {
+                let (tx, rx) = mpsc::sync_channel(REPLAY_QUEUE);
+                let (index_tx, index_rx) = mpsc::sync_channel(REPLAY_QUEUE);
+                let indexer = thread::Builder::new()
+                    .name("tidekv-replay-index".into())
+                    .spawn_scoped(scope, move || {
+                        for message in index_rx {
+                            match message {
+                                Replayed::Reserve(keys) => index.reserve(keys),
+                                Replayed::Items(slots) => {
+                                    for (hash, slot) in slots {
+                                        index.set(hash, slot);
+                                    }
+                                }
+                            }
+                        }
+                    })?;
+                let reader = thread::Builder::new()
+                    .name("tidekv-replay".into())
+                    .spawn_scoped(scope, move || {
+                        read_segments(dir, ids, policy, now, stats, &tx, &index_tx)
+                    })?;
+                let mut applied = Ok(());
+                'apply: for message in &rx {
+                    match message {
+                        Replayed::Reserve(records) => replay.reserve(records),
+                        Replayed::Items(records) => {
+                            for record in records {
+                                if let Err(e) = replay.record(record) {
+                                    applied = Err(e);
+                                    break 'apply;
+                                }
+                            }
+                        }
                     }
                 }
-                index.apply(&record, len, now);
-                stats.records_replayed += 1;
-                visit(record)
-            })
-            .map_err(|e| match e {
-                Error::Corrupt(why) => Error::Corrupt(format!("{}: {why}", path.display())),
-                other => other,
-            })?;
-            for span in &scan.corrupt {
-                eprintln!(
-                    "tidekv: warning: skipped {} corrupt bytes at offset {} of {} ({})",
-                    span.len,
-                    span.offset,
-                    path.display(),
-                    span.reason
-                );
-            }
-            inner.stats.corrupt_records_skipped += scan.corrupt.len() as u64;
-            if scan.torn_tail > 0 {
-                torn = Some((id, path, scan.id.is_some(), scan.valid_len, scan.torn_tail));
-            }
-            let info = SegInfo {
-                bytes: scan.valid_len as u64,
-                records: scan.records,
-            };
+                // On an error above, the reader's next send fails and it stops; the indexer
+                // stops when the reader is gone.
+                drop(rx);
+                let read = reader
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                if let Err(panic) = indexer.join() {
+                    std::panic::resume_unwind(panic);
+                }
+                applied.and(read)
+            })?
+        };
+        for (id, info) in read.segments {
             inner.segments.insert(id, info);
             inner.next_id = id.saturating_add(1);
         }
-        if let Some((id, path, has_header, valid_len, tail)) = torn {
+        if let Some((id, path, has_header, valid_len, tail)) = read.torn {
             eprintln!(
                 "tidekv: warning: truncating a torn write of {tail} bytes at the end of {}",
                 path.display()
@@ -520,6 +542,133 @@ impl FileCompaction {
     }
 }
 
+/// Records per message from the replay's reader thread to the store being opened.
+const REPLAY_BATCH: usize = 256;
+/// Messages that may wait between the two: bounds what a slow store lets pile up in memory.
+const REPLAY_QUEUE: usize = 8;
+
+/// A message from the replay's reader thread: to the store being opened (records), or to the
+/// thread that keeps the dead-byte index (key hashes and slots).
+enum Replayed<T> {
+    /// About this many items will follow (see [`Replay::reserve`]).
+    Reserve(usize),
+    /// The next items, in log order.
+    Items(Vec<T>),
+}
+
+/// A key's hash and its new slot in the [`LiveIndex`] (`None`: the key is dead).
+type IndexUpdate = (u64, Option<Slot>);
+
+/// What the reader found on disk besides the records.
+#[derive(Default)]
+struct ReadSegments {
+    /// Each segment replayed, in id order.
+    segments: Vec<(u64, SegInfo)>,
+    /// A torn last write: segment id, path, whether its header is whole, valid length, and
+    /// the torn bytes after it.
+    torn: Option<(u64, PathBuf, bool, usize, usize)>,
+}
+
+/// The reader's part of [`FileLog::load`]: reads each segment once (into one buffer, reused),
+/// checks and decodes its records and keeps the open's counters. It sends the records on to the
+/// store and each key's new dead-byte slot to the index thread, in batches, after a size hint
+/// taken from the first segment.
+fn read_segments(
+    dir: &Path,
+    ids: &[u64],
+    policy: CorruptPolicy,
+    now: u64,
+    stats: &mut DiskStats,
+    tx: &SyncSender<Replayed<Record>>,
+    index_tx: &SyncSender<Replayed<IndexUpdate>>,
+) -> Result<ReadSegments> {
+    let mut read = ReadSegments::default();
+    let paths: Vec<PathBuf> = ids
+        .iter()
+        .map(|&id| dir.join(segment_file_name(id)))
+        .collect();
+    let mut total = 0u64;
+    for path in &paths {
+        total = total.saturating_add(fs::metadata(path)?.len());
+    }
+    let mut bytes = Vec::new();
+    let mut batch = Vec::with_capacity(REPLAY_BATCH);
+    let mut slots = Vec::with_capacity(REPLAY_BATCH);
+    // Set when the store stopped listening (it failed a record and returns that error).
+    let mut stopped = false;
+    for (i, (&id, path)) in ids.iter().zip(&paths).enumerate() {
+        bytes.clear();
+        File::open(path)?.read_to_end(&mut bytes)?;
+        if i == 0 {
+            let hint = estimate_records(&bytes, total);
+            if tx.send(Replayed::Reserve(hint)).is_err()
+                || index_tx.send(Replayed::Reserve(hint)).is_err()
+            {
+                return Ok(read);
+            }
+        }
+        let is_last = i + 1 == ids.len();
+        let scanned = scan_segment(&bytes, id, is_last, policy, &mut |record, len| {
+            if let Record::Put(p) = &record {
+                if p.expires_at.is_some_and(|d| d <= now) {
+                    stats.expired_at_open += 1;
+                }
+            }
+            slots.push((LiveIndex::hash(&record), LiveIndex::slot(&record, len, now)));
+            stats.records_replayed += 1;
+            batch.push(record);
+            if batch.len() == REPLAY_BATCH {
+                let records = std::mem::replace(&mut batch, Vec::with_capacity(REPLAY_BATCH));
+                let updates = std::mem::replace(&mut slots, Vec::with_capacity(REPLAY_BATCH));
+                if tx.send(Replayed::Items(records)).is_err()
+                    || index_tx.send(Replayed::Items(updates)).is_err()
+                {
+                    stopped = true;
+                    return Err(Error::Closed);
+                }
+            }
+            Ok(())
+        });
+        if stopped {
+            return Ok(read);
+        }
+        let scan = scanned.map_err(|e| match e {
+            Error::Corrupt(why) => Error::Corrupt(format!("{}: {why}", path.display())),
+            other => other,
+        })?;
+        for span in &scan.corrupt {
+            eprintln!(
+                "tidekv: warning: skipped {} corrupt bytes at offset {} of {} ({})",
+                span.len,
+                span.offset,
+                path.display(),
+                span.reason
+            );
+        }
+        stats.corrupt_records_skipped += scan.corrupt.len() as u64;
+        if scan.torn_tail > 0 {
+            read.torn = Some((
+                id,
+                path.clone(),
+                scan.id.is_some(),
+                scan.valid_len,
+                scan.torn_tail,
+            ));
+        }
+        let info = SegInfo {
+            bytes: scan.valid_len as u64,
+            records: scan.records,
+        };
+        read.segments.push((id, info));
+    }
+    if !batch.is_empty() {
+        // A failed send means the store already stopped with an error of its own.
+        let _ = tx.send(Replayed::Items(batch));
+        let _ = index_tx.send(Replayed::Items(slots));
+    }
+    Ok(read)
+}
+
 /// The dead-byte estimate: for each live key (by a 64-bit hash of namespace and key) the size
 /// of its newest record and its deadline. Costs about 24 bytes per key.
 #[derive(Default)]
@@ -566,18 +715,29 @@ impl LiveIndex {
         key_hasher().hash_one((record.namespace(), record.key()))
     }
 
+    /// Makes room for about `keys` keys at once (a hint: if the room cannot be had, the index
+    /// grows as usual).
+    fn reserve(&mut self, keys: usize) {
+        let _ = self.slots.try_reserve(keys);
+    }
+
     /// Notes that `record` (a frame of `bytes`) is now the newest of its key; returns the slot
     /// it left (`None` if the key is now dead).
     fn apply(&mut self, record: &Record, bytes: usize, now: u64) -> Option<Slot> {
-        let slot = match record {
+        let slot = Self::slot(record, bytes, now);
+        self.set(Self::hash(record), slot);
+        slot
+    }
+
+    /// The slot `record` (a frame of `bytes`) gives its key: `None` if it leaves the key dead.
+    fn slot(record: &Record, bytes: usize, now: u64) -> Option<Slot> {
+        match record {
             Record::Put(p) if p.expires_at.is_none_or(|d| now < d) => Some(Slot {
                 bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
                 deadline: p.expires_at.unwrap_or(u64::MAX),
             }),
             _ => None,
-        };
-        self.set(Self::hash(record), slot);
-        slot
+        }
     }
 
     fn set(&mut self, hash: u64, slot: Option<Slot>) {
@@ -620,4 +780,123 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::native::{Options, Store, SystemClock};
+
+    /// What a replay delivered: the size hint and every record, in order.
+    #[derive(Default)]
+    struct Collect {
+        hint: Option<usize>,
+        records: Vec<Record>,
+        /// Fail at this record (counting from 0).
+        fail_at: Option<usize>,
+    }
+
+    impl Replay for Collect {
+        fn reserve(&mut self, records: usize) {
+            self.hint = Some(records);
+        }
+        fn record(&mut self, record: Record) -> Result<()> {
+            if self.fail_at == Some(self.records.len()) {
+                return Err(Error::Backend("the store refused a record".into()));
+            }
+            self.records.push(record);
+            Ok(())
+        }
+    }
+
+    /// A database of many small segments, with overwrites and deletes, and its directory.
+    fn many_segments() -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            root.path(),
+            Options::default()
+                .durability(Durability::Buffered)
+                .segment_size(64 * 1024),
+        )
+        .unwrap();
+        for i in 0..20_000u32 {
+            store
+                .set(&format!("k{:05}", i % 7_000), i.to_le_bytes().to_vec())
+                .unwrap();
+            if i % 11 == 0 {
+                store.delete(&format!("k{:05}", i % 5_000)).unwrap();
+            }
+            if i % 500 == 0 {
+                store.flush().unwrap();
+            }
+        }
+        store.close().unwrap();
+        let dir = root.path().join("default");
+        (root, dir)
+    }
+
+    fn open_log(dir: &Path) -> FileLog {
+        FileLog::open(dir, LogOptions::default(), Arc::new(SystemClock)).unwrap()
+    }
+
+    #[test]
+    fn replay_delivers_exactly_what_a_sequential_scan_reads_in_the_same_order() {
+        let (_root, dir) = many_segments();
+        let mut expected = Vec::new();
+        let mut ids: Vec<u64> = fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(
+                |e| match classify_file_name(e.unwrap().file_name().to_str()?) {
+                    FileKind::Segment(id) => Some(id),
+                    _ => None,
+                },
+            )
+            .collect();
+        ids.sort_unstable();
+        assert!(ids.len() > 5, "the test needs several segments");
+        for (i, &id) in ids.iter().enumerate() {
+            let bytes = fs::read(dir.join(segment_file_name(id))).unwrap();
+            let last = i + 1 == ids.len();
+            scan_segment(&bytes, id, last, CorruptPolicy::Fail, &mut |r, _| {
+                expected.push(r);
+                Ok(())
+            })
+            .unwrap();
+        }
+        let mut log = open_log(&dir);
+        let mut replay = Collect::default();
+        log.load(&mut replay).unwrap();
+        assert!(
+            replay.records == expected,
+            "records differ from a sequential scan"
+        );
+        // The hint comes from the first segment's mean record size.
+        let hint = replay.hint.expect("a size hint before the records") as f64;
+        let n = expected.len() as f64;
+        assert!(
+            (0.8 * n..=1.2 * n).contains(&hint),
+            "hint {hint} for {n} records"
+        );
+        let stats = log.disk_stats().unwrap();
+        assert_eq!(stats.records_replayed, expected.len() as u64);
+        assert!(stats.live_bytes > 0 && stats.dead_bytes > 0, "{stats:?}");
+        log.close().unwrap();
+    }
+
+    #[test]
+    fn a_record_the_store_refuses_stops_the_replay_with_that_error() {
+        let (_root, dir) = many_segments();
+        // Early (while the reader still has most of the log to send) and late.
+        for fail_at in [0, 3_000, 20_000] {
+            let mut log = open_log(&dir);
+            let mut replay = Collect {
+                fail_at: Some(fail_at),
+                ..Collect::default()
+            };
+            let err = log.load(&mut replay).unwrap_err();
+            assert!(matches!(err, Error::Backend(_)), "{err:?}");
+            assert_eq!(replay.records.len(), fail_at);
+            log.close().unwrap();
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The memory backend: accepts every batch and keeps nothing, for `Store::memory`.
 
-use super::Backend;
-use crate::{Batch, Record, Result};
+use super::{Backend, Replay};
+use crate::{Batch, Result};
 
 /// A backend that confirms every batch at once and stores nothing: the data lives only in the
 /// engine, and is gone when the store is dropped.
@@ -9,7 +9,7 @@ use crate::{Batch, Record, Result};
 pub struct MemoryBackend;
 
 impl Backend for MemoryBackend {
-    fn load(&mut self, _visit: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+    fn load(&mut self, _replay: &mut dyn Replay) -> Result<()> {
         Ok(())
     }
 

@@ -17,7 +17,7 @@ mod options;
 mod store;
 mod syncer;
 
-pub use backend::{Backend, Compaction, CompactionReport, DiskStats, Role};
+pub use backend::{Backend, Compaction, CompactionReport, DiskStats, Replay, Role};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryBackend;
 pub use options::{

@@ -20,7 +20,7 @@ use super::backend::{CompactionReport, DiskStats};
 use super::file_log::{sync_dir, FileLog};
 use super::options::{ttl_ms, ExpireCallback};
 use super::syncer::SyncerShared;
-use super::{Backend, Clock, MemoryBackend, Options, SetOptions};
+use super::{Backend, Clock, MemoryBackend, Options, Replay, SetOptions};
 use crate::core::{log::validate_db_name, Engine, NsId};
 use crate::{Error, Kind, Metadata, Record, Result, Stats};
 
@@ -446,7 +446,11 @@ impl Store {
     pub fn with_backend(mut backend: Box<dyn Backend>, options: Options) -> Result<Store> {
         let mut engine = Engine::new(options.config.clone())?;
         let now = options.clock.now_ms();
-        backend.load(&mut |record| engine.load(record, now))?;
+        backend.load(&mut OpeningEngine {
+            engine: &mut engine,
+            now,
+        })?;
+        engine.finish_load();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 engine,
@@ -665,5 +669,22 @@ impl Namespace {
     pub fn list_tags(&self) -> Result<Vec<(String, usize)>> {
         self.shared()
             .with(|engine, now| Ok(engine.list_tags(self.id, now)))
+    }
+}
+
+/// The engine of a store being opened, as its backend's [`Replay`] target.
+struct OpeningEngine<'a> {
+    engine: &'a mut Engine,
+    /// The open's one reading of the clock: records expired by then are dropped.
+    now: u64,
+}
+
+impl Replay for OpeningEngine<'_> {
+    fn reserve(&mut self, records: usize) {
+        self.engine.reserve_for_load(records);
+    }
+
+    fn record(&mut self, record: Record) -> Result<()> {
+        self.engine.load(record, self.now)
     }
 }

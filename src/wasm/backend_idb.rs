@@ -110,6 +110,9 @@ fn decode(key: &JsValue, value: &JsValue) -> Result<Record> {
 /// Replays every stored record into `engine`, a page at a time, in one readonly transaction.
 async fn load(db: &IdbDatabase, engine: &mut Engine, now: u64) -> Result<()> {
     let (_tx, store) = idb::transaction(db, STORE, false, "relaxed")?;
+    // One record per key: the count sizes the keyspace once, before the first page.
+    let count = idb::request(store.count(), "count")?.result().await?;
+    engine.reserve_for_load(count.as_f64().unwrap_or(0.0) as usize);
     let mut after: Option<JsValue> = None;
     loop {
         let (keys, values) = idb::page(&store, after.as_ref(), PAGE).await?;
@@ -118,6 +121,7 @@ async fn load(db: &IdbDatabase, engine: &mut Engine, now: u64) -> Result<()> {
             engine.load(decode(&keys.get(i), &values.get(i))?, now)?;
         }
         if n < PAGE {
+            engine.finish_load();
             return Ok(());
         }
         after = Some(keys.get(n - 1));

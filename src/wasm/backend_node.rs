@@ -26,8 +26,9 @@ use wasm_bindgen::JsCast;
 use super::backend::{Backend, CompactReport, Task};
 use super::options::Durability;
 use crate::core::log::{
-    classify_file_name, compaction_ids, encode_segment_header, scan_segment, segment_file_name,
-    CorruptPolicy, FileKind, LOCK_FILE_NAME, NODE_OWNER_FILE_NAME, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
+    classify_file_name, compaction_ids, encode_segment_header, estimate_records, scan_segment,
+    segment_file_name, CorruptPolicy, FileKind, LOCK_FILE_NAME, NODE_OWNER_FILE_NAME,
+    SEGMENT_HEADER_LEN, TEMP_SUFFIX,
 };
 use crate::core::Engine;
 use crate::{Batch, Error, Record, Result};
@@ -44,6 +45,7 @@ export function describe(e) { return e && e.message ? String(e.message) : String
 export function warn(message) { console.warn(message); }
 export async function mkdirp(path) { await fsp.mkdir(path, { recursive: true }); }
 export async function listDir(path) { return await fsp.readdir(path); }
+export async function fileSize(path) { return (await fsp.stat(path)).size; }
 export async function readBytes(path) {
   const b = await fsp.readFile(path);
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
@@ -128,6 +130,8 @@ extern "C" {
     async fn mkdirp(path: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = listDir)]
     async fn list_dir(path: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = fileSize)]
+    async fn file_size(path: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = readBytes)]
     async fn read_bytes(path: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = openFile)]
@@ -234,11 +238,21 @@ impl FsBackend {
             }
         }
         ids.sort_unstable();
+        let mut total = 0u64;
+        for &id in &ids {
+            let size = file_size(&self.file(&segment_file_name(id)))
+                .await
+                .map_err(io)?;
+            total = total.saturating_add(size.as_f64().unwrap_or(0.0) as u64);
+        }
         let mut torn = None;
         for (i, &id) in ids.iter().enumerate() {
             let path = self.file(&segment_file_name(id));
             let bytes: Uint8Array = read_bytes(&path).await.map_err(io)?.unchecked_into();
             let bytes = bytes.to_vec();
+            if i == 0 {
+                engine.reserve_for_load(estimate_records(&bytes, total));
+            }
             let is_last = i + 1 == ids.len();
             let scan = scan_segment(
                 &bytes,
@@ -263,6 +277,7 @@ impl FsBackend {
             );
             self.next_id.set(id.saturating_add(1));
         }
+        engine.finish_load();
         if let Some((id, path, has_header, valid_len, tail)) = torn {
             warn(&format!(
                 "tidekv: warning: truncating a torn write of {tail} bytes at the end of {path}"
