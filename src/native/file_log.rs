@@ -32,8 +32,10 @@ use super::options::LogOptions;
 use super::{Backend, Clock, Durability};
 use crate::core::log::{
     classify_file_name, compaction_due, compaction_ids, encode_segment_header, estimate_records,
-    scan_segment, segment_file_name, CorruptPolicy, FileKind, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
+    parse_segment_header, scan_segment, segment_file_name, CorruptPolicy, FileKind, SegmentScan,
+    SEGMENT_HEADER_LEN, TEMP_SUFFIX,
 };
+use crate::core::record::{DecodeError, HEADER_LEN};
 use crate::{Batch, Error, Record, Result};
 
 /// How often (ms of store time) the dead-byte estimate looks for expired records.
@@ -597,9 +599,13 @@ fn read_segments(
     // Set when the store stopped listening (it failed a record and returns that error).
     let mut stopped = false;
     for (i, (&id, path)) in ids.iter().zip(&paths).enumerate() {
-        bytes.clear();
-        File::open(path)?.read_to_end(&mut bytes)?;
+        let mut file = File::open(path)?;
         if i == 0 {
+            bytes.clear();
+            (&mut file)
+                .take(READ_WINDOW as u64)
+                .read_to_end(&mut bytes)?;
+            file.seek(SeekFrom::Start(0))?;
             let hint = estimate_records(&bytes, total);
             if tx.send(Replayed::Reserve(hint)).is_err()
                 || index_tx.send(Replayed::Reserve(hint)).is_err()
@@ -608,27 +614,34 @@ fn read_segments(
             }
         }
         let is_last = i + 1 == ids.len();
-        let scanned = scan_segment(&bytes, id, is_last, policy, &mut |record, len| {
-            if let Record::Put(p) = &record {
-                if p.expires_at.is_some_and(|d| d <= now) {
-                    stats.expired_at_open += 1;
+        let scanned = scan_file(
+            &mut file,
+            id,
+            is_last,
+            policy,
+            &mut bytes,
+            &mut |record, len| {
+                if let Record::Put(p) = &record {
+                    if p.expires_at.is_some_and(|d| d <= now) {
+                        stats.expired_at_open += 1;
+                    }
                 }
-            }
-            slots.push((LiveIndex::hash(&record), LiveIndex::slot(&record, len, now)));
-            stats.records_replayed += 1;
-            batch.push(record);
-            if batch.len() == REPLAY_BATCH {
-                let records = std::mem::replace(&mut batch, Vec::with_capacity(REPLAY_BATCH));
-                let updates = std::mem::replace(&mut slots, Vec::with_capacity(REPLAY_BATCH));
-                if tx.send(Replayed::Items(records)).is_err()
-                    || index_tx.send(Replayed::Items(updates)).is_err()
-                {
-                    stopped = true;
-                    return Err(Error::Closed);
+                slots.push((LiveIndex::hash(&record), LiveIndex::slot(&record, len, now)));
+                stats.records_replayed += 1;
+                batch.push(record);
+                if batch.len() == REPLAY_BATCH {
+                    let records = std::mem::replace(&mut batch, Vec::with_capacity(REPLAY_BATCH));
+                    let updates = std::mem::replace(&mut slots, Vec::with_capacity(REPLAY_BATCH));
+                    if tx.send(Replayed::Items(records)).is_err()
+                        || index_tx.send(Replayed::Items(updates)).is_err()
+                    {
+                        stopped = true;
+                        return Err(Error::Closed);
+                    }
                 }
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        );
         if stopped {
             return Ok(read);
         }
@@ -667,6 +680,89 @@ fn read_segments(
         let _ = index_tx.send(Replayed::Items(slots));
     }
     Ok(read)
+}
+
+/// Bytes of a segment read at a time at open: the reader's buffer stays this small however
+/// large segments are (a record larger than this grows it to fit). The unit tests use a tiny
+/// window so records straddle windows everywhere.
+#[cfg(not(test))]
+const READ_WINDOW: usize = 4 * 1024 * 1024;
+#[cfg(test)]
+const READ_WINDOW: usize = 1000;
+
+/// Replays one segment file through a window of [`READ_WINDOW`] bytes (reused in `buf`). A
+/// well-formed segment is decoded window by window; at anything else — a bad header, a torn
+/// tail, a corrupt record — the whole file is read and [`scan_segment`] applies its rules,
+/// skipping the records already visited. Either way `visit` sees exactly what `scan_segment`
+/// over the whole file would show it.
+fn scan_file(
+    file: &mut File,
+    id: u64,
+    is_last: bool,
+    policy: CorruptPolicy,
+    buf: &mut Vec<u8>,
+    visit: &mut dyn FnMut(Record, usize) -> Result<()>,
+) -> Result<SegmentScan> {
+    let file_len = file.metadata()?.len();
+    buf.clear();
+    let mut eof = fill(file, buf, READ_WINDOW)?;
+    // File offset of `buf[0]`, and the next byte to decode in `buf`.
+    let (mut base, mut pos) = (0u64, SEGMENT_HEADER_LEN);
+    let mut delivered = 0u64;
+    if parse_segment_header(buf) == Ok(id) {
+        loop {
+            match Record::decode(&buf[pos..]) {
+                Ok((record, len)) => {
+                    visit(record, len)?;
+                    delivered += 1;
+                    pos += len;
+                }
+                Err(DecodeError::Incomplete) if !eof => {
+                    // Keep the undecoded tail; read a window more, or the rest of a record
+                    // larger than a window (never past the end of the file).
+                    buf.drain(..pos);
+                    base += pos as u64;
+                    pos = 0;
+                    let frame = match buf.get(..4) {
+                        Some(b) => {
+                            HEADER_LEN + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+                        }
+                        None => 0,
+                    };
+                    let left = file_len.saturating_sub(base + buf.len() as u64);
+                    let want = frame.saturating_sub(buf.len()).max(READ_WINDOW);
+                    eof = fill(file, buf, want.min(usize::try_from(left).unwrap_or(want)))?;
+                }
+                Err(DecodeError::Incomplete) if pos == buf.len() => {
+                    return Ok(SegmentScan {
+                        id: Some(id),
+                        records: delivered,
+                        valid_len: usize::try_from(base).unwrap_or(usize::MAX) + pos,
+                        ..SegmentScan::default()
+                    });
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    buf.clear();
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(buf)?;
+    let mut skip = delivered;
+    scan_segment(buf, id, is_last, policy, &mut |record, len| {
+        if skip > 0 {
+            skip -= 1;
+            return Ok(());
+        }
+        visit(record, len)
+    })
+}
+
+/// Appends up to `n` bytes of `file` to `buf`; true when the file ended before `n`.
+fn fill(file: &mut File, buf: &mut Vec<u8>, n: usize) -> Result<bool> {
+    buf.reserve(n);
+    let got = file.take(n as u64).read_to_end(buf)?;
+    Ok(got < n || n == 0)
 }
 
 /// The dead-byte estimate: for each live key (by a 64-bit hash of namespace and key) the size
@@ -881,6 +977,75 @@ mod tests {
         assert_eq!(stats.records_replayed, expected.len() as u64);
         assert!(stats.live_bytes > 0 && stats.dead_bytes > 0, "{stats:?}");
         log.close().unwrap();
+    }
+
+    /// Everything a scan reports, to compare two scans.
+    fn scan_summary(scan: &SegmentScan) -> (Option<u64>, u64, usize, usize, Vec<(usize, usize)>) {
+        let spans = scan.corrupt.iter().map(|c| (c.offset, c.len)).collect();
+        (scan.id, scan.records, scan.valid_len, scan.torn_tail, spans)
+    }
+
+    #[test]
+    fn a_windowed_scan_matches_a_whole_file_scan_through_tears_and_bit_flips() {
+        // Records from 5 bytes to several windows long, so frames straddle every boundary.
+        let records: Vec<Record> = (0..60u32)
+            .map(|i| {
+                Record::Put(crate::core::PutRecord {
+                    namespace: String::new(),
+                    key: format!("k{i}"),
+                    value: vec![i as u8; [5, 300, 999, 2_500][i as usize % 4]].into(),
+                    kind: crate::Kind::Bytes,
+                    created_at: 1,
+                    updated_at: 1,
+                    expires_at: None,
+                    tags: vec![],
+                    compressed: false,
+                })
+            })
+            .collect();
+        let mut clean = encode_segment_header(7).to_vec();
+        crate::core::log::encode_records(&records, &mut clean);
+        assert!(clean.len() > 20 * READ_WINDOW);
+        let mut variants = vec![clean.clone()];
+        for cut in (0..clean.len()).step_by(997) {
+            variants.push(clean[..cut].to_vec());
+        }
+        for at in (0..clean.len()).step_by(1_499) {
+            let mut flipped = clean.clone();
+            flipped[at] ^= 0x10;
+            variants.push(flipped);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        let mut buf = Vec::new();
+        for bytes in &variants {
+            fs::write(&path, bytes).unwrap();
+            for is_last in [true, false] {
+                for policy in [CorruptPolicy::Fail, CorruptPolicy::Skip] {
+                    let mut want = Vec::new();
+                    let whole = scan_segment(bytes, 7, is_last, policy, &mut |r, len| {
+                        want.push((r, len));
+                        Ok(())
+                    });
+                    let mut got = Vec::new();
+                    let mut file = File::open(&path).unwrap();
+                    let windowed =
+                        scan_file(&mut file, 7, is_last, policy, &mut buf, &mut |r, len| {
+                            got.push((r, len));
+                            Ok(())
+                        });
+                    let context = format!("{} bytes, last {is_last}, {policy:?}", bytes.len());
+                    match (whole, windowed) {
+                        (Ok(w), Ok(g)) => {
+                            assert_eq!(scan_summary(&w), scan_summary(&g), "{context}")
+                        }
+                        (Err(w), Err(g)) => assert_eq!(w.to_string(), g.to_string(), "{context}"),
+                        (w, g) => panic!("{context}: whole {w:?}, windowed {g:?}"),
+                    }
+                    assert!(got == want, "{context}: different records");
+                }
+            }
+        }
     }
 
     #[test]
