@@ -9,11 +9,11 @@
 mod persist_support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use persist_support::{park, tempdir, ChildProcess, Rng, T0};
+use persist_support::{child_setup, park, tempdir, ChildProcess, Rng, T0};
 use tidekv::{Durability, Error, Kind, ManualClock, Options, SetOptions, Store, Syncer};
 
 const MODE: &str = "TIDEKV_CRASH_CHILD";
@@ -39,12 +39,9 @@ const WAIT: Duration = Duration::from_secs(60);
 #[test]
 #[ignore = "the child process of the crash tests; they run it"]
 fn child_process() {
-    let Ok(mode) = std::env::var(MODE) else {
+    let Some((mode, dir)) = child_setup(MODE, DIR) else {
         return;
     };
-    // End the harness's "test child_process ... " line: the parent reads whole lines.
-    println!();
-    let dir = PathBuf::from(std::env::var(DIR).expect("the child's directory"));
     let seed: u64 = std::env::var(SEED)
         .ok()
         .and_then(|s| s.parse().ok())

@@ -9,10 +9,10 @@
 
 mod persist_support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use persist_support::{segments, tempdir, ChildProcess};
+use persist_support::{child_setup, segments, tempdir, ChildProcess};
 use tidekv::{Error, Options, Store};
 
 const MODE: &str = "TIDEKV_FAULT_CHILD";
@@ -23,12 +23,9 @@ const DIR: &str = "TIDEKV_FAULT_DIR";
 #[test]
 #[ignore = "the child process of the fault tests; they run it"]
 fn child_process() {
-    let Ok(mode) = std::env::var(MODE) else {
+    let Some((mode, dir)) = child_setup(MODE, DIR) else {
         return;
     };
-    // End the harness's "test child_process ... " line: the parent reads whole lines.
-    println!();
-    let dir = PathBuf::from(std::env::var(DIR).expect("the child's directory"));
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions; no handler runs.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);

@@ -109,6 +109,16 @@ impl Drop for ChildProcess {
     }
 }
 
+/// In a child process: its mode (from env var `mode`) and directory (from env var `dir`), or
+/// `None` when this test binary runs normally. Ends the harness's "test child_process ... "
+/// line first, since the parent reads whole lines.
+pub fn child_setup(mode: &str, dir: &str) -> Option<(String, PathBuf)> {
+    let mode = std::env::var(mode).ok()?;
+    println!();
+    let dir = PathBuf::from(std::env::var(dir).expect("the child's directory"));
+    Some((mode, dir))
+}
+
 /// Sleeps forever: the end of a child that waits to be killed.
 pub fn park() -> ! {
     loop {
