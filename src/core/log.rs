@@ -23,6 +23,7 @@
 
 use alloc::{format, string::String, vec::Vec};
 
+use super::crc::crc32;
 use super::record::{DecodeError, Record, HEADER_LEN};
 use crate::{Error, Result};
 
@@ -133,7 +134,7 @@ pub fn encode_segment_header(id: u64) -> [u8; SEGMENT_HEADER_LEN] {
     h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
     // h[10..12]: flags, none defined.
     h[12..20].copy_from_slice(&id.to_le_bytes());
-    let crc = crc32fast::hash(&h[..20]);
+    let crc = crc32(&h[..20]);
     h[20..24].copy_from_slice(&crc.to_le_bytes());
     h
 }
@@ -148,7 +149,7 @@ pub fn parse_segment_header(bytes: &[u8]) -> core::result::Result<u64, DecodeErr
         return Err(DecodeError::Corrupt("not a tidekv segment (bad magic)"));
     }
     let crc = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
-    if crc != crc32fast::hash(&h[..20]) {
+    if crc != crc32(&h[..20]) {
         return Err(DecodeError::Corrupt("segment header CRC mismatch"));
     }
     if u16::from_le_bytes([h[8], h[9]]) != SEGMENT_VERSION {

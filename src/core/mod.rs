@@ -7,6 +7,7 @@
 //! backends; data flows one way: call → engine → [`Batch`] → backend → [`Engine::ack`].
 
 pub mod buffer;
+mod crc;
 pub mod expiry;
 pub mod keyspace;
 pub mod log;

@@ -22,6 +22,7 @@
 use alloc::{string::String, vec::Vec};
 use bytes::Bytes;
 
+use super::crc::crc32;
 use super::keyspace::Kind;
 use crate::MAX_KEY_LEN;
 
@@ -163,7 +164,7 @@ impl Record {
             }
         }
         let body_len = out.len() - start - HEADER_LEN;
-        let crc = crc32fast::hash(&out[start + HEADER_LEN..]);
+        let crc = crc32(&out[start + HEADER_LEN..]);
         out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
         out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         let check = header_check(&out[start..start + 8]);
@@ -189,7 +190,7 @@ impl Record {
             return Err(DecodeError::Incomplete);
         }
         let body = &buf[HEADER_LEN..total];
-        if crc32fast::hash(body) != crc {
+        if crc32(body) != crc {
             return Err(DecodeError::Corrupt("record CRC mismatch"));
         }
         let record = decode_body(body)?;
@@ -213,7 +214,7 @@ pub(crate) fn delete_size(ns_len: usize, key_len: usize) -> usize {
 }
 
 fn header_check(first8: &[u8]) -> u16 {
-    (crc32fast::hash(first8) & 0xffff) as u16
+    (crc32(first8) & 0xffff) as u16
 }
 
 /// A bounds-checked reader over a record body.

@@ -149,11 +149,23 @@ pub(crate) fn millis(value: &JsValue, what: &str) -> Result<Option<u64>, JsValue
     if !n.is_finite() || n <= 0.0 || n > 9_007_199_254_740_991.0 {
         return Err(make_error(
             "RangeError",
-            &format!("tidekv: {what} must be a finite number of milliseconds above 0, got {n}"),
+            &format!(
+                "tidekv: {what} must be a finite number of milliseconds above 0, got {}",
+                js_number(n)
+            ),
             "InvalidTtl",
         ));
     }
     Ok(Some(n.ceil() as u64))
+}
+
+/// `n` as JavaScript writes it (`1.5`, `NaN`, `-Infinity`), without pulling Rust's float
+/// formatting into the wasm.
+fn js_number(n: f64) -> String {
+    js_sys::Number::from(n)
+        .to_string_with_radix(10)
+        .map(String::from)
+        .unwrap_or_default()
 }
 
 /// A positive whole number option.
@@ -169,7 +181,10 @@ pub(crate) fn positive(value: &JsValue, option: &str) -> Result<Option<u64>, JsV
         }
         Some(n) => Err(make_error(
             "RangeError",
-            &format!("tidekv: option {option} must be a whole number of at least 1, got {n}"),
+            &format!(
+                "tidekv: option {option} must be a whole number of at least 1, got {}",
+                js_number(n)
+            ),
             "InvalidOption",
         )),
         None => Err(type_error(&format!(
