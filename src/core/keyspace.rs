@@ -75,6 +75,9 @@ pub(crate) struct Entry {
     pub tags: Box<[Box<str>]>,
     pub kind: Kind,
     pub compressed: bool,
+    /// The key's hash, kept by [`Entries`] (set it to 0 elsewhere): it sits in what would be
+    /// padding, and lets the table grow without reading and hashing every key again.
+    pub(super) hash: u32,
 }
 
 impl Entry {
@@ -114,6 +117,12 @@ pub(crate) struct Entries {
     hasher: DefaultHashBuilder,
 }
 
+/// The table's hash of a key, from the 32 bits its entry keeps: the multiplication spreads them
+/// over the low bits (the bucket) and the top bits (the control byte) alike.
+fn table_hash(key_hash: u32) -> u64 {
+    u64::from(key_hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 impl Entries {
     fn new() -> Entries {
         Entries {
@@ -123,8 +132,10 @@ impl Entries {
         }
     }
 
-    fn hash(&self, key: &str) -> u64 {
-        self.hasher.hash_one(key)
+    /// The 32-bit hash of `key` that its entry keeps.
+    fn key_hash(&self, key: &str) -> u32 {
+        let h = self.hasher.hash_one(key);
+        (h ^ (h >> 32)) as u32
     }
 
     /// Number of entries.
@@ -145,26 +156,28 @@ impl Entries {
     /// Makes room for `additional` more entries at once; `false` if it could not (the entries
     /// stay as they were).
     pub fn try_reserve(&mut self, additional: usize) -> bool {
-        let (slab, hasher) = (&self.slab, &self.hasher);
+        let slab = &self.slab;
         self.table
-            .try_reserve(additional, |&i| hasher.hash_one(&*slab[i].0))
+            .try_reserve(additional, |&i| table_hash(slab[i].1.hash))
             .is_ok()
             && self.slab.try_reserve_exact(additional).is_ok()
     }
 
     /// Gives back room beyond what the entries need.
     pub fn shrink_to_fit(&mut self) {
-        let (slab, hasher) = (&self.slab, &self.hasher);
-        self.table.shrink_to_fit(|&i| hasher.hash_one(&*slab[i].0));
+        let slab = &self.slab;
+        self.table.shrink_to_fit(|&i| table_hash(slab[i].1.hash));
         self.slab.shrink_to_fit();
     }
 
     /// The position of `key`, or (when absent) its hash for [`Entries::insert_new`].
-    pub fn find(&self, key: &str) -> Result<usize, u64> {
-        let hash = self.hash(key);
+    pub fn find(&self, key: &str) -> Result<usize, u32> {
+        let hash = self.key_hash(key);
         let slab = &self.slab;
         self.table
-            .find(hash, |&i| &*slab[i].0 == key)
+            .find(table_hash(hash), |&i| {
+                slab[i].1.hash == hash && &*slab[i].0 == key
+            })
             .copied()
             .ok_or(hash)
     }
@@ -187,17 +200,20 @@ impl Entries {
     }
 
     /// Replaces the entry at a position [`Entries::find`] returned, giving back the old one.
-    pub fn replace_at(&mut self, pos: usize, entry: Entry) -> Entry {
-        core::mem::replace(&mut self.slab[pos].1, entry)
+    pub fn replace_at(&mut self, pos: usize, mut entry: Entry) -> Entry {
+        let slot = &mut self.slab[pos].1;
+        entry.hash = slot.hash;
+        core::mem::replace(slot, entry)
     }
 
     /// Adds `key`, which [`Entries::find`] just reported absent with `hash`.
-    pub fn insert_new(&mut self, hash: u64, key: Box<str>, entry: Entry) {
+    pub fn insert_new(&mut self, hash: u32, key: Box<str>, mut entry: Entry) {
         let pos = self.slab.len();
+        entry.hash = hash;
         self.slab.push((key, entry));
-        let (slab, hasher) = (&self.slab, &self.hasher);
+        let slab = &self.slab;
         self.table
-            .insert_unique(hash, pos, |&i| hasher.hash_one(&*slab[i].0));
+            .insert_unique(table_hash(hash), pos, |&i| table_hash(slab[i].1.hash));
     }
 
     /// Sets the entry of `key`, giving back the one it replaced.
@@ -213,17 +229,19 @@ impl Entries {
 
     /// Removes `key`, giving back its entry.
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
-        let hash = self.hash(key);
+        let hash = self.key_hash(key);
         let slab = &self.slab;
         let (pos, _) = self
             .table
-            .find_entry(hash, |&i| &*slab[i].0 == key)
+            .find_entry(table_hash(hash), |&i| {
+                slab[i].1.hash == hash && &*slab[i].0 == key
+            })
             .ok()?
             .remove();
         let last = self.slab.len() - 1;
         if pos != last {
             // The last pair moves into the hole: its slot must point at its new place.
-            let moved = self.hash(&self.slab[last].0);
+            let moved = table_hash(self.slab[last].1.hash);
             let slot = self.table.find_mut(moved, |&i| i == last);
             debug_assert!(slot.is_some(), "every pair has a table slot");
             if let Some(slot) = slot {
@@ -272,7 +290,15 @@ mod tests {
             tags: Box::default(),
             kind: Kind::Bytes,
             compressed: false,
+            hash: 0,
         }
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn the_kept_hash_costs_no_memory_per_entry() {
+        // 82 bytes of fields round up to 88 with or without the 4-byte hash.
+        assert_eq!(core::mem::size_of::<Entry>(), 88);
     }
 
     #[test]

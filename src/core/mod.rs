@@ -276,6 +276,7 @@ impl Engine {
                 tags: tag_list.into_iter().map(Into::into).collect(),
                 kind,
                 compressed,
+                hash: 0,
             };
             self.insert_entry(ns, key, entry);
         }
@@ -753,6 +754,7 @@ impl Engine {
                     tags: p.tags.into_iter().map(String::into_boxed_str).collect(),
                     kind: p.kind,
                     compressed: p.compressed,
+                    hash: 0,
                 };
                 // One hash lookup per record, and the record's own key allocation becomes the
                 // map's key. Same end state as remove + insert: the old entry leaves the
