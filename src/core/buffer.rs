@@ -8,7 +8,7 @@
 //! already made them pending — so a failed batch can never overwrite a newer write.
 
 use alloc::{boxed::Box, vec::Vec};
-use hashbrown::HashMap;
+use hashbrown::{hash_map::EntryRef, HashMap};
 
 use super::{record::Record, NsId};
 
@@ -61,13 +61,14 @@ impl Buffer {
     pub fn mark(&mut self, pending: &mut Pending, key: &str, bytes: usize, now: u64) {
         self.next_seq += 1;
         let seq = self.next_seq;
-        match pending.dirty.get_mut(key) {
-            Some(d) => {
-                self.pending_bytes -= d.bytes;
-                *d = Dirty { seq, bytes };
+        // One hash and probe; the key is copied only when it was not pending yet.
+        match pending.dirty.entry_ref(key) {
+            EntryRef::Occupied(mut o) => {
+                self.pending_bytes -= o.get().bytes;
+                *o.get_mut() = Dirty { seq, bytes };
             }
-            None => {
-                pending.dirty.insert(key.into(), Dirty { seq, bytes });
+            EntryRef::Vacant(v) => {
+                v.insert(Dirty { seq, bytes });
                 self.pending_keys += 1;
             }
         }
