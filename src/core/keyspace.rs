@@ -76,7 +76,8 @@ pub(crate) struct Entry {
     pub kind: Kind,
     pub compressed: bool,
     /// The key's hash, kept by [`Entries`] (set it to 0 elsewhere): it sits in what would be
-    /// padding, and lets the table grow without reading and hashing every key again.
+    /// padding, and lets the table grow without reading and hashing every key again. Lookups
+    /// do not read it (it is on another cache line than the key's pointer).
     pub(super) hash: u32,
 }
 
@@ -174,10 +175,10 @@ impl Entries {
     pub fn find(&self, key: &str) -> Result<usize, u32> {
         let hash = self.key_hash(key);
         let slab = &self.slab;
+        // The key itself, not the kept hash, decides: the hash sits on another cache line of
+        // the pair than the key's pointer (and the value a get returns).
         self.table
-            .find(table_hash(hash), |&i| {
-                slab[i].1.hash == hash && &*slab[i].0 == key
-            })
+            .find(table_hash(hash), |&i| &*slab[i].0 == key)
             .copied()
             .ok_or(hash)
     }
@@ -233,9 +234,7 @@ impl Entries {
         let slab = &self.slab;
         let (pos, _) = self
             .table
-            .find_entry(table_hash(hash), |&i| {
-                slab[i].1.hash == hash && &*slab[i].0 == key
-            })
+            .find_entry(table_hash(hash), |&i| &*slab[i].0 == key)
             .ok()?
             .remove();
         let last = self.slab.len() - 1;
