@@ -1,10 +1,11 @@
 //! Real I/O errors from the kernel, not a backend that fails on purpose: a child process (this
 //! test binary re-run with an environment variable) lowers its own file-size limit
-//! (`RLIMIT_FSIZE`, with `SIGXFSZ` ignored), so a flush's write stops part-way and the kernel
-//! answers `EFBIG` — the same short-write-then-error a full disk gives. The child checks that
-//! the file log cut the partial write back off and kept the batch; then it raises the limit,
-//! flushes and closes, and the parent reopens the store and finds every write exactly once,
-//! with no torn or corrupt bytes anywhere in the log.
+//! (`RLIMIT_FSIZE`, with `SIGXFSZ` ignored), so a write stops part-way and the kernel answers
+//! `EFBIG` — the same short-write-then-error a full disk gives. Three places meet it: a flush's
+//! append (the partial write must be cut off and the batch kept), the creation of a new segment
+//! (nothing half-made may stay), and a compaction's output (the old log must stay exactly as it
+//! was). Each time the child raises the limit again and finishes; the parent reopens the store
+//! and finds every write, once, with no torn or corrupt bytes anywhere in the log.
 #![cfg(unix)]
 
 mod persist_support;
@@ -33,6 +34,7 @@ fn child_process() {
     match mode.as_str() {
         "short-append" => child_short_append(&dir),
         "failed-roll" => child_failed_roll(&dir),
+        "failed-compaction" => child_failed_compaction(&dir),
         other => panic!("unknown child mode {other}"),
     }
     println!("DONE");
@@ -135,6 +137,53 @@ fn child_failed_roll(dir: &Path) {
     store.close().unwrap();
 }
 
+/// Every segment and temporary file of the database, with its bytes.
+fn log_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("default"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().into_string().unwrap(), e.path()))
+        .filter(|(name, _)| name.ends_with(".tkv") || name.ends_with(".tmp"))
+        .map(|(name, path)| (name, std::fs::read(path).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A compaction whose output cannot be written must leave the old log exactly as it was, with
+/// no half-written output, and the store working; a later compaction then succeeds.
+fn child_failed_compaction(dir: &Path) {
+    let store = Store::open(dir, Options::default()).unwrap();
+    for round in 0..5u8 {
+        for i in 0..100 {
+            store.set(&format!("k{i:03}"), vec![round; 200]).unwrap();
+        }
+        store.flush().unwrap();
+    }
+    let before = log_files(dir);
+
+    // The live data is about 26 KB: its rewrite stops at 4 KB.
+    limit_file_size(Some(4096));
+    match store.compact() {
+        Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}"),
+        other => panic!("expected EFBIG from the compaction, got {other:?}"),
+    }
+    assert!(
+        log_files(dir) == before,
+        "a failed compaction changed the log"
+    );
+    assert_eq!(store.get("k042").unwrap().as_deref(), Some(&[4u8; 200][..]));
+    store.set("after", "x").unwrap();
+
+    limit_file_size(None);
+    let report = store.compact().unwrap();
+    assert_eq!(report.records_before, 500);
+    // Every live key, the pending "after" included.
+    assert_eq!(report.records_after, 101);
+    store.flush().unwrap();
+    store.close().unwrap();
+}
+
 fn run_child(mode: &str, dir: &Path) {
     let mut child = ChildProcess::spawn(
         "child_process",
@@ -175,4 +224,19 @@ fn a_segment_that_cannot_be_created_leaves_nothing_behind_and_loses_nothing() {
     let dir = tempdir();
     run_child("failed-roll", dir.path());
     check_reopen(dir.path(), 2, 50, 200);
+}
+
+#[test]
+fn a_compaction_the_disk_cannot_take_changes_nothing_and_a_later_one_succeeds() {
+    let dir = tempdir();
+    run_child("failed-compaction", dir.path());
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    for i in 0..100 {
+        let got = store.get(&format!("k{i:03}")).unwrap();
+        assert_eq!(got.as_deref(), Some(&[4u8; 200][..]), "k{i:03}");
+    }
+    assert_eq!(store.get("after").unwrap().as_deref(), Some(&b"x"[..]));
+    let disk = store.disk_stats().unwrap();
+    assert_eq!((disk.torn_tail_bytes, disk.corrupt_records_skipped), (0, 0));
+    store.close().unwrap();
 }
