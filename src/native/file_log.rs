@@ -123,9 +123,9 @@ impl Backend for FileLog {
     /// offset — unless `skip_corrupt_records` is on — and then nothing on disk was changed
     /// (leftover `.tmp` files aside).
     ///
-    /// A reader thread reads, checks and decodes the segments (and keeps the dead-byte index)
-    /// while the calling thread applies the records to the store, so the two halves of the
-    /// work overlap; records still arrive in log order.
+    /// A reader thread reads, checks and decodes the segments and a second thread keeps the
+    /// dead-byte index while the calling thread applies the records to the store, so the work
+    /// overlaps; records still arrive in log order.
     fn load(&mut self, replay: &mut dyn Replay) -> Result<()> {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
@@ -156,7 +156,6 @@ impl Backend for FileLog {
             let LogInner {
                 dir, index, stats, ..
             } = &mut *inner;
-            let index: &mut LiveIndex = index;
             let (dir, ids) = (&*dir, &ids[..]);
             thread::scope(|scope| {
                 let (tx, rx) = mpsc::sync_channel(REPLAY_QUEUE);
