@@ -4,7 +4,8 @@
 //! key in memory and the backend only has to make batches durable), or the **source of truth**
 //! (a server such as Redis: the engine is a write-back cache in front of it and asks the backend
 //! on a miss). Either way data flows one way: the store hands the backend a [`Batch`]; the batch
-//! counts as written only when [`Backend::write`] returns `Ok`.
+//! counts as written only when [`Backend::write`] returns `Ok`. At open, a log backend replays
+//! what it holds into a [`Replay`]: an optional size hint, then every record in order.
 //!
 //! A backend that keeps a log on disk can also compact it ([`Backend::begin_compaction`]) and
 //! report its files ([`Backend::disk_stats`]); the defaults say "nothing to compact, no disk".
