@@ -9,6 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use persist_support::{open, options, segments, tempdir, T0};
+use tidekv::core::log::SEGMENT_HEADER_LEN;
 use tidekv::{Error, ManualClock, Store};
 
 const KEYS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
@@ -105,12 +106,15 @@ fn a_bad_record_in_the_middle_fails_the_open_and_changes_nothing() {
     let (bytes, _) = write_db(dir.path(), &clock);
     let seg = segments(dir.path(), "default")[0].clone();
     let mut bad = bytes.clone();
-    bad[24 + 20] ^= 0x01; // inside the first record's body
+    bad[SEGMENT_HEADER_LEN + 40] ^= 0x01; // inside the first frame's body
     fs::write(&seg, &bad).unwrap();
     match Store::open(dir.path(), options(&clock)) {
         Err(Error::Corrupt(msg)) => {
             assert!(msg.contains("seg-0000000000000001.tkv"), "{msg}");
-            assert!(msg.contains("at byte 24"), "{msg}");
+            assert!(
+                msg.contains(&format!("at byte {SEGMENT_HEADER_LEN}")),
+                "{msg}"
+            );
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
@@ -120,23 +124,21 @@ fn a_bad_record_in_the_middle_fails_the_open_and_changes_nothing() {
         "a failed open must not touch the log"
     );
     // The failed open released its lock.
+    // Skipping drops the whole first flush (one frame, all or nothing), never a part of it.
     let store = Store::open(dir.path(), options(&clock).skip_corrupt_records(true)).unwrap();
-    assert_eq!(store.get("alpha").unwrap(), None);
-    for key in ["bravo", "charlie", "delta", "last"] {
-        assert_eq!(
-            store.get(key).unwrap().as_deref(),
-            Some(value(key).as_bytes())
-        );
+    for key in KEYS {
+        assert_eq!(store.get(key).unwrap(), None, "{key}");
     }
+    assert_eq!(
+        store.get("last").unwrap().as_deref(),
+        Some(value("last").as_bytes())
+    );
     assert_eq!(store.disk_stats().unwrap().corrupt_records_skipped, 1);
     // A compaction rewrites a clean log: the strict open works again.
     store.compact().unwrap();
     store.close().unwrap();
     let store = open(dir.path(), &clock);
-    assert_eq!(
-        store.keys("").unwrap(),
-        ["bravo", "charlie", "delta", "last"]
-    );
+    assert_eq!(store.keys("").unwrap(), ["last"]);
 }
 
 #[test]
@@ -193,6 +195,19 @@ fn write_big_segment(dir: &Path, clock: &ManualClock, n: usize) -> std::path::Pa
     segs[0].clone()
 }
 
+/// The keys `k00000..` missing from `store`, by number.
+fn lost_keys(store: &Store) -> Vec<usize> {
+    (0..40_000)
+        .filter(|i| store.get(&format!("k{i:05}")).unwrap().is_none())
+        .collect()
+}
+
+/// Keys written in one flush are consecutive: a lost frame is a run without gaps.
+fn assert_contiguous(lost: &[usize]) {
+    assert!(!lost.is_empty());
+    assert_eq!(lost.last().unwrap() - lost[0] + 1, lost.len(), "{lost:?}");
+}
+
 #[test]
 fn damage_past_the_first_read_window_is_found_and_nothing_before_it_is_lost() {
     const N: usize = 40_000;
@@ -215,13 +230,21 @@ fn damage_past_the_first_read_window_is_found_and_nothing_before_it_is_lost() {
         .unwrap()
         .set_len(len - 1)
         .unwrap();
+    // The last flush is one frame: all of it is cut, and nothing before it.
     let store = open(dir.path(), &clock);
-    check(&store, &[N - 1]);
+    let lost = lost_keys(&store);
+    assert_eq!(
+        lost.last(),
+        Some(&(N - 1)),
+        "the torn write is the last one"
+    );
+    assert_contiguous(&lost);
+    check(&store, &lost);
     assert!(store.disk_stats().unwrap().torn_tail_bytes > 0);
     store.close().unwrap();
 
     // A flipped bit at 5 MiB, in the second window: the strict open names it, nothing changes;
-    // skipping loses that one record only.
+    // skipping loses that one frame (one flush) only.
     let dir = tempdir();
     let seg = write_big_segment(dir.path(), &clock, N);
     let mut bytes = fs::read(&seg).unwrap();
@@ -238,11 +261,68 @@ fn damage_past_the_first_read_window_is_found_and_nothing_before_it_is_lost() {
     let store = Store::open(dir.path(), options(&clock).skip_corrupt_records(true)).unwrap();
     let disk = store.disk_stats().unwrap();
     assert_eq!(disk.corrupt_records_skipped, 1);
-    assert_eq!(disk.records_replayed, N as u64 - 1);
-    let lost: Vec<usize> = (0..N)
-        .filter(|i| store.get(&format!("k{i:05}")).unwrap().is_none())
-        .collect();
-    assert_eq!(lost.len(), 1, "{lost:?}");
+    let lost = lost_keys(&store);
+    assert!(
+        !lost.is_empty() && lost.len() < N / 4,
+        "{} lost",
+        lost.len()
+    );
+    assert_contiguous(&lost);
+    assert_eq!(disk.records_replayed, (N - lost.len()) as u64);
     check(&store, &lost);
     store.close().unwrap();
+}
+
+/// Regression (a torn tail whose value holds frames): a value that is a whole tidekv segment —
+/// a backup, a cached log — is torn at every offset of its write. Recovery must cut the write
+/// back; it used to find the frames *inside the value* and either refuse to open (`Corrupt`)
+/// or, with `skip_corrupt_records`, replay them as real records.
+#[test]
+fn a_torn_write_of_a_value_holding_tidekv_frames_is_cut_back_and_never_replayed() {
+    let dir = tempdir();
+    let clock = ManualClock::new(T0);
+    // The carried segment: records a replay must never see, in another database.
+    let donor = open(dir.path(), &clock);
+    for i in 0..8 {
+        donor
+            .set(&format!("phantom-{i}"), value("phantom"))
+            .unwrap();
+        donor.flush().unwrap();
+    }
+    donor.close().unwrap();
+    let carried = fs::read(&segments(dir.path(), "default")[0]).unwrap();
+    let victim = tempdir();
+    let store = open(victim.path(), &clock);
+    for key in KEYS {
+        store.set(key, value(key)).unwrap();
+    }
+    store.flush().unwrap();
+    let seg = segments(victim.path(), "default")[0].clone();
+    let before = fs::metadata(&seg).unwrap().len() as usize;
+    store.set("backup", carried.clone()).unwrap();
+    store.close().unwrap();
+    let bytes = fs::read(&seg).unwrap();
+    assert!(bytes.len() > before + carried.len());
+    for cut in (before + 1..bytes.len()).step_by(7) {
+        for skip in [false, true] {
+            // The crash left this one segment (a compaction below replaces it).
+            for old in segments(victim.path(), "default") {
+                fs::remove_file(old).unwrap();
+            }
+            fs::write(&seg, &bytes[..cut]).unwrap();
+            let store = Store::open(victim.path(), options(&clock).skip_corrupt_records(skip))
+                .unwrap_or_else(|e| panic!("cut {cut}, skip {skip}: {e}"));
+            assert_earlier_records_intact(&store);
+            assert_eq!(store.keys("").unwrap(), KEYS, "cut {cut}, skip {skip}");
+            let disk = store.disk_stats().unwrap();
+            assert_eq!(disk.corrupt_records_skipped, 0, "cut {cut}");
+            assert_eq!(disk.torn_tail_bytes, (cut - before) as u64, "cut {cut}");
+            store.compact().unwrap();
+            store.close().unwrap();
+            // Compaction made nothing phantom permanent either.
+            let store = open(victim.path(), &clock);
+            assert_eq!(store.keys("").unwrap(), KEYS, "cut {cut}, skip {skip}");
+            store.close().unwrap();
+        }
+    }
 }

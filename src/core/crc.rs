@@ -19,6 +19,52 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     compact(bytes)
 }
 
+/// A CRC-32 computed over several pieces, as if they were one buffer (a log frame's checksum
+/// starts from its segment's salt).
+#[derive(Clone)]
+pub struct Crc32 {
+    #[cfg(not(all(target_arch = "wasm32", not(feature = "node"))))]
+    inner: crc32fast::Hasher,
+    #[cfg(all(target_arch = "wasm32", not(feature = "node")))]
+    register: u32,
+}
+
+impl Crc32 {
+    /// The CRC of nothing yet.
+    pub fn new() -> Self {
+        Crc32 {
+            #[cfg(not(all(target_arch = "wasm32", not(feature = "node"))))]
+            inner: crc32fast::Hasher::new(),
+            #[cfg(all(target_arch = "wasm32", not(feature = "node")))]
+            register: !0,
+        }
+    }
+
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        #[cfg(not(all(target_arch = "wasm32", not(feature = "node"))))]
+        self.inner.update(bytes);
+        #[cfg(all(target_arch = "wasm32", not(feature = "node")))]
+        {
+            self.register = compact_update(self.register, bytes);
+        }
+    }
+
+    /// The CRC of everything added.
+    pub fn finish(self) -> u32 {
+        #[cfg(not(all(target_arch = "wasm32", not(feature = "node"))))]
+        return self.inner.finalize();
+        #[cfg(all(target_arch = "wasm32", not(feature = "node")))]
+        return !self.register;
+    }
+}
+
+impl Default for Crc32 {
+    fn default() -> Self {
+        Crc32::new()
+    }
+}
+
 /// The reflected polynomial of CRC-32 (IEEE).
 const POLY: u32 = 0xEDB8_8320;
 
@@ -45,11 +91,19 @@ const TABLE: [u32; 256] = {
     allow(dead_code)
 )]
 fn compact(bytes: &[u8]) -> u32 {
-    let mut c = !0u32;
+    !compact_update(!0, bytes)
+}
+
+/// Shifts `bytes` through the CRC register `c` (not inverted at either end).
+#[cfg_attr(
+    not(any(all(target_arch = "wasm32", not(feature = "node")), test)),
+    allow(dead_code)
+)]
+fn compact_update(mut c: u32, bytes: &[u8]) -> u32 {
     for &b in bytes {
         c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
     }
-    !c
+    c
 }
 
 #[cfg(test)]
@@ -75,6 +129,19 @@ mod tests {
             for start in [0, 1, 3] {
                 let slice = &data[start..start + len];
                 assert_eq!(compact(slice), crc32fast::hash(slice), "len {len}");
+                let mut pieces = Crc32::new();
+                pieces.update(&slice[..len / 3]);
+                pieces.update(&slice[len / 3..]);
+                assert_eq!(
+                    pieces.finish(),
+                    crc32fast::hash(slice),
+                    "len {len} in pieces"
+                );
+                let (a, b) = slice.split_at(len / 2);
+                assert_eq!(
+                    !compact_update(compact_update(!0, a), b),
+                    crc32fast::hash(slice)
+                );
             }
         }
     }

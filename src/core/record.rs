@@ -113,21 +113,39 @@ impl Record {
         }
     }
 
-    /// Appends the encoded frame to `out` and returns how many bytes it added.
+    /// Appends the encoded frame (header and body) to `out` and returns how many bytes it added.
     pub fn encode(&self, out: &mut Vec<u8>) -> usize {
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_LEN]);
+        let body_len = self.encode_body(out);
+        let crc = crc32(&out[start + HEADER_LEN..]);
+        out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        let check = header_check(&out[start..start + 8]);
+        out[start + 8..start + 10].copy_from_slice(&check.to_le_bytes());
+        out.len() - start
+    }
+
+    /// Appends the record's body alone (no header, no CRC) to `out` and returns its length: the
+    /// unit a log frame ([`crate::core::log`]) carries many of under one checksum.
+    ///
+    /// A value marked `compressed` is stored as an LZ4 block only when that block is smaller
+    /// than the value; otherwise it is stored as it is and the record is not marked compressed,
+    /// so a stored value is never larger than the value itself.
+    pub fn encode_body(&self, out: &mut Vec<u8>) -> usize {
+        let start = out.len();
         out.push(VERSION);
         match self {
             Record::Put(p) => {
-                let stored: Bytes = if p.compressed {
-                    Bytes::from(lz4_flex::block::compress(&p.value))
+                let packed = if p.compressed {
+                    Some(lz4_flex::block::compress(&p.value)).filter(|c| c.len() < p.value.len())
                 } else {
-                    p.value.clone()
+                    None
                 };
+                let stored: &[u8] = packed.as_deref().unwrap_or(&p.value);
                 out.push(OP_PUT);
                 let mut flags = 0;
-                if p.compressed {
+                if packed.is_some() {
                     flags |= FLAG_COMPRESSED;
                 }
                 if p.expires_at.is_some() {
@@ -153,7 +171,7 @@ impl Record {
                     out.extend_from_slice(&(tag.len() as u32).to_le_bytes());
                     out.extend_from_slice(tag.as_bytes());
                 }
-                out.extend_from_slice(&stored);
+                out.extend_from_slice(stored);
             }
             Record::Delete { namespace, key } => {
                 out.push(OP_DELETE);
@@ -163,13 +181,13 @@ impl Record {
                 out.extend_from_slice(key.as_bytes());
             }
         }
-        let body_len = out.len() - start - HEADER_LEN;
-        let crc = crc32(&out[start + HEADER_LEN..]);
-        out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
-        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-        let check = header_check(&out[start..start + 8]);
-        out[start + 8..start + 10].copy_from_slice(&check.to_le_bytes());
         out.len() - start
+    }
+
+    /// Decodes a record body written by [`encode_body`](Record::encode_body). The body must be
+    /// exactly one record: trailing bytes are corruption.
+    pub fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
+        decode_body(body)
     }
 
     /// Decodes the frame at the start of `buf`, returning the record and the bytes it used.
@@ -198,19 +216,60 @@ impl Record {
     }
 }
 
-/// Encoded size of a Put without compression.
+/// Encoded size of a Put without compression. Saturates instead of wrapping (on 32-bit
+/// targets), so an entry too large to encode never looks small; see [`put_body_len`].
 pub(crate) fn put_size(
     ns_len: usize,
     key_len: usize,
     tag_lens: impl Iterator<Item = usize>,
     value_len: usize,
 ) -> usize {
-    HEADER_LEN + PUT_FIXED + ns_len + key_len + tag_lens.map(|t| 4 + t).sum::<usize>() + value_len
+    let body = put_body_len(ns_len, key_len, tag_lens, value_len);
+    usize::try_from(body.saturating_add(HEADER_LEN as u64)).unwrap_or(usize::MAX)
 }
+
+/// The length of a Put's body without compression, in 64-bit arithmetic so it never wraps.
+/// An entry is accepted only if this is at most [`MAX_BODY_LEN`]: every length field of the
+/// format is 32 bits wide.
+pub(crate) fn put_body_len(
+    ns_len: usize,
+    key_len: usize,
+    tag_lens: impl Iterator<Item = usize>,
+    value_len: usize,
+) -> u64 {
+    let tags = tag_lens.fold(0u64, |sum, t| sum.saturating_add(4 + t as u64));
+    (PUT_FIXED as u64)
+        .saturating_add(ns_len as u64)
+        .saturating_add(key_len as u64)
+        .saturating_add(tags)
+        .saturating_add(value_len as u64)
+}
+
+/// The longest record body the format can describe (its length fields are 32 bits wide).
+pub const MAX_BODY_LEN: u64 = u32::MAX as u64;
 
 /// Encoded size of a Delete.
 pub(crate) fn delete_size(ns_len: usize, key_len: usize) -> usize {
     HEADER_LEN + DELETE_FIXED + ns_len + key_len
+}
+
+/// What a value costs a persistent backend: the LZ4 block when `compressed` and the block is
+/// smaller than the value, else the value itself (the rule [`Record::encode_body`] follows).
+/// Runs LZ4 over the whole value when `compressed`: call it outside any lock.
+pub fn stored_size(value: &[u8], compressed: bool) -> u64 {
+    if compressed {
+        let packed = lz4_flex::block::compress(value).len();
+        packed.min(value.len()) as u64
+    } else {
+        value.len() as u64
+    }
+}
+
+/// The most bytes an LZ4 block of `stored` bytes can decompress to: every byte of a block adds
+/// at most 255 bytes of output. A record claiming more is corrupt; checking this before
+/// decompressing keeps a crafted record from making the reader allocate gigabytes.
+fn lz4_max_output(stored: usize) -> usize {
+    stored.saturating_mul(255).saturating_add(16)
 }
 
 fn header_check(first8: &[u8]) -> u16 {
@@ -291,6 +350,11 @@ fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
             let stored = r.take(stored_len)?;
             let compressed = flags & FLAG_COMPRESSED != 0;
             let value = if compressed {
+                if value_len > lz4_max_output(stored_len) {
+                    return Err(DecodeError::Corrupt(
+                        "compressed value claims more than its block can hold",
+                    ));
+                }
                 let v = lz4_flex::block::decompress(stored, value_len)
                     .map_err(|_| DecodeError::Corrupt("compressed value does not decompress"))?;
                 if v.len() != value_len {

@@ -31,17 +31,32 @@ use super::lock::DirLock;
 use super::options::LogOptions;
 use super::{Backend, Clock, Durability};
 use crate::core::log::{
-    classify_file_name, compaction_due, compaction_ids, encode_segment_header, estimate_records,
-    parse_segment_header, scan_segment, segment_file_name, CorruptPolicy, FileKind, SegmentScan,
-    SEGMENT_HEADER_LEN, TEMP_SUFFIX,
+    classify_file_name, compaction_due, compaction_ids, decode_frame, encode_frame,
+    encode_segment_header, estimate_records, parse_segment_header, scan_segment, segment_file_name,
+    CorruptPolicy, FileKind, SegmentScan, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
 };
-use crate::core::record::{DecodeError, HEADER_LEN};
+use crate::core::record::DecodeError;
 use crate::{Batch, Error, Record, Result};
 
 /// How often (ms of store time) the dead-byte estimate looks for expired records.
 const EXPIRY_SCAN_MS: u64 = 5_000;
-/// Compaction output is written through a buffer of this size.
+/// Compaction output is written through a buffer of this size, in frames of about this size.
 const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// A fresh segment salt: unpredictable to whoever chooses the values written into the segment
+/// (std's per-process random hash keys, the time and a counter), so no value can hold a frame
+/// that passes for one of the segment's own.
+fn new_salt() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.write_u32(std::process::id());
+    h.finish()
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -78,10 +93,13 @@ struct LogInner {
 struct SegInfo {
     bytes: u64,
     records: u64,
+    /// The salt its frames are bound to.
+    salt: u64,
 }
 
 struct Active {
     id: u64,
+    salt: u64,
     file: File,
     /// End of the last good record: where the next batch goes.
     len: u64,
@@ -234,6 +252,7 @@ impl Backend for FileLog {
                     .open(inner.dir.join(segment_file_name(id)))?;
                 inner.active = Some(Active {
                     id,
+                    salt: info.salt,
                     file,
                     len: info.bytes,
                 });
@@ -328,54 +347,49 @@ impl LogInner {
         self.segments.values().map(|s| s.bytes).sum()
     }
 
+    /// Appends `records` as one frame (one atomic unit at replay) with one write call.
     fn append(&mut self, records: &[Record]) -> Result<()> {
         if self.lock.is_none() {
             return Err(Error::Closed);
         }
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let mut lens = Vec::with_capacity(records.len());
-        for record in records {
-            lens.push(record.encode(&mut buf));
-        }
-        let result = self.append_bytes(&buf, records, &lens);
-        if buf.capacity() <= 4 * WRITE_BUFFER {
-            self.buf = buf;
-        }
-        result
-    }
-
-    fn append_bytes(&mut self, buf: &[u8], records: &[Record], lens: &[usize]) -> Result<()> {
         let full = self.active.as_ref().is_none_or(|a| {
             a.len >= self.options.segment_size && a.len > SEGMENT_HEADER_LEN as u64
         });
         if full {
             self.roll()?;
         }
-        let durability = self.options.durability;
         let Some(active) = self.active.as_mut() else {
             return Err(Error::Backend("no active segment".into()));
         };
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut lens = Vec::with_capacity(records.len());
+        encode_frame(records, active.salt, active.len, &mut buf, &mut lens);
+        let durability = self.options.durability;
         let written = (|| -> std::io::Result<()> {
             active.file.seek(SeekFrom::Start(active.len))?;
-            active.file.write_all(buf)?;
+            active.file.write_all(&buf)?;
             if durability == Durability::Fsync {
                 active.file.sync_data()?;
             }
             Ok(())
         })();
+        let frame_len = buf.len() as u64;
+        if buf.capacity() <= 4 * WRITE_BUFFER {
+            self.buf = buf;
+        }
         if let Err(e) = written {
-            // Cut the partial write off so the retry lands right after the last good record.
+            // Cut the partial write off so the retry lands right after the last good frame.
             let _ = active.file.set_len(active.len);
             return Err(e.into());
         }
-        active.len += buf.len() as u64;
+        active.len += frame_len;
         let id = active.id;
         let info = self.segments.entry(id).or_default();
-        info.bytes += buf.len() as u64;
+        info.bytes += frame_len;
         info.records += records.len() as u64;
         let now = self.clock.now_ms();
-        for (record, &len) in records.iter().zip(lens) {
+        for (record, &len) in records.iter().zip(&lens) {
             let slot = self.index.apply(record, len, now);
             if let Some(post) = self.post.as_mut() {
                 post.insert(LiveIndex::hash(record), slot);
@@ -391,11 +405,12 @@ impl LogInner {
             active.file.sync_all()?;
         }
         let id = self.next_id;
+        let salt = new_salt();
         let path = self.dir.join(segment_file_name(id));
         let tmp = temp_path(&path);
         let created = (|| -> std::io::Result<File> {
             let mut file = File::create(&tmp)?;
-            file.write_all(&encode_segment_header(id))?;
+            file.write_all(&encode_segment_header(id, salt))?;
             file.sync_all()?;
             fs::rename(&tmp, &path)?;
             sync_dir(&self.dir)?;
@@ -410,6 +425,7 @@ impl LogInner {
         };
         self.active = Some(Active {
             id,
+            salt,
             file,
             len: SEGMENT_HEADER_LEN as u64,
         });
@@ -418,6 +434,7 @@ impl LogInner {
             SegInfo {
                 bytes: SEGMENT_HEADER_LEN as u64,
                 records: 0,
+                salt,
             },
         );
         self.next_id = id.saturating_add(1);
@@ -510,27 +527,48 @@ impl FileCompaction {
     fn write_output(&self) -> Result<(Vec<(u64, SegInfo)>, LiveIndex)> {
         let mut index = LiveIndex::default();
         let mut outputs = Vec::new();
-        let mut records = self.live.iter().peekable();
+        let mut records = &self.live[..];
         let mut id = self.first;
         let mut frame = Vec::new();
-        while records.peek().is_some() {
+        let mut lens = Vec::new();
+        while !records.is_empty() {
             let path = self.dir.join(segment_file_name(id));
             let tmp = temp_path(&path);
+            let salt = new_salt();
             let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&tmp)?);
-            out.write_all(&encode_segment_header(id))?;
+            out.write_all(&encode_segment_header(id, salt))?;
             let mut info = SegInfo {
                 bytes: SEGMENT_HEADER_LEN as u64,
                 records: 0,
+                salt,
             };
             // The last reserved id takes whatever is left.
-            while info.bytes < self.segment_size || id == self.last {
-                let Some(record) = records.next() else { break };
+            while !records.is_empty() && (info.bytes < self.segment_size || id == self.last) {
+                // Frames of about WRITE_BUFFER bytes, or what is left of the segment (at
+                // least one record each).
+                let room = if id == self.last {
+                    WRITE_BUFFER
+                } else {
+                    let left = self.segment_size.saturating_sub(info.bytes);
+                    WRITE_BUFFER.min(usize::try_from(left).unwrap_or(WRITE_BUFFER))
+                };
+                let mut n = 0;
+                let mut size = 0;
+                while n < records.len() && (n == 0 || size < room) {
+                    size += records[n].size();
+                    n += 1;
+                }
+                let (chunk, rest) = records.split_at(n);
+                records = rest;
                 frame.clear();
-                let len = record.encode(&mut frame);
+                lens.clear();
+                let len = encode_frame(chunk, salt, info.bytes, &mut frame, &mut lens);
                 out.write_all(&frame)?;
-                index.apply(record, len, self.now);
+                for (record, &len) in chunk.iter().zip(&lens) {
+                    index.apply(record, len, self.now);
+                }
                 info.bytes += len as u64;
-                info.records += 1;
+                info.records += chunk.len() as u64;
             }
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
@@ -670,6 +708,7 @@ fn read_segments(
         let info = SegInfo {
             bytes: scan.valid_len as u64,
             records: scan.records,
+            salt: scan.salt,
         };
         read.segments.push((id, info));
     }
@@ -708,23 +747,30 @@ fn scan_file(
     // File offset of `buf[0]`, and the next byte to decode in `buf`.
     let (mut base, mut pos) = (0u64, SEGMENT_HEADER_LEN);
     let mut delivered = 0u64;
-    if parse_segment_header(buf) == Ok(id) {
+    let header = parse_segment_header(buf).ok().filter(|h| h.id == id);
+    if let Some(header) = header {
         loop {
-            match Record::decode(&buf[pos..]) {
-                Ok((record, len)) => {
-                    visit(record, len)?;
-                    delivered += 1;
-                    pos += len;
+            match decode_frame(&buf[pos..], header.salt, base + pos as u64) {
+                Ok(frame) => {
+                    for (record, len) in frame.records {
+                        visit(record, len)?;
+                        delivered += 1;
+                    }
+                    pos += frame.len;
                 }
                 Err(DecodeError::Incomplete) if !eof => {
-                    // Keep the undecoded tail; read a window more, or the rest of a record
+                    // Keep the undecoded tail; read a window more, or the rest of a frame
                     // larger than a window (never past the end of the file).
                     buf.drain(..pos);
                     base += pos as u64;
                     pos = 0;
-                    let frame = match buf.get(..4) {
+                    let frame = match buf.get(..8) {
                         Some(b) => {
-                            HEADER_LEN + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+                            let mut len = [0; 8];
+                            len.copy_from_slice(b);
+                            usize::try_from(u64::from_le_bytes(len))
+                                .unwrap_or(usize::MAX)
+                                .saturating_add(FRAME_HEADER_LEN)
                         }
                         None => 0,
                     };
@@ -735,6 +781,7 @@ fn scan_file(
                 Err(DecodeError::Incomplete) if pos == buf.len() => {
                     return Ok(SegmentScan {
                         id: Some(id),
+                        salt: header.salt,
                         records: delivered,
                         valid_len: usize::try_from(base).unwrap_or(usize::MAX) + pos,
                         ..SegmentScan::default()
@@ -1002,8 +1049,14 @@ mod tests {
                 })
             })
             .collect();
-        let mut clean = encode_segment_header(7).to_vec();
-        crate::core::log::encode_records(&records, &mut clean);
+        // Frames of 1 to 4 records, so frames straddle windows too.
+        let mut clean = encode_segment_header(7, 99).to_vec();
+        for chunk in records.chunks(4) {
+            for part in chunk.chunks(1 + chunk[0].size() % 4) {
+                let offset = clean.len() as u64;
+                encode_frame(part, 99, offset, &mut clean, &mut Vec::new());
+            }
+        }
         assert!(clean.len() > 20 * READ_WINDOW);
         let mut variants = vec![clean.clone()];
         for cut in (0..clean.len()).step_by(997) {

@@ -26,8 +26,8 @@ use wasm_bindgen::JsCast;
 use super::backend::{Backend, CompactReport, Task};
 use super::options::Durability;
 use crate::core::log::{
-    classify_file_name, compaction_ids, encode_segment_header, estimate_records, scan_segment,
-    segment_file_name, CorruptPolicy, FileKind, LOCK_FILE_NAME, NODE_OWNER_FILE_NAME,
+    classify_file_name, compaction_ids, encode_frame, encode_segment_header, estimate_records,
+    scan_segment, segment_file_name, CorruptPolicy, FileKind, LOCK_FILE_NAME, NODE_OWNER_FILE_NAME,
     SEGMENT_HEADER_LEN, TEMP_SUFFIX,
 };
 use crate::core::Engine;
@@ -38,7 +38,14 @@ const SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
 
 #[wasm_bindgen(inline_js = r#"
 import * as fsp from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+
+export function randomSalt() { return new Uint8Array(randomBytes(8)); }
+export async function truncateSynced(path, len) {
+  const fh = await fsp.open(path, 'r+');
+  try { await fh.truncate(len); await fh.sync(); } finally { await fh.close(); }
+}
 
 export function joinPath(a, b) { return join(a, b); }
 export function describe(e) { return e && e.message ? String(e.message) : String(e); }
@@ -126,6 +133,10 @@ extern "C" {
     fn join_path(a: &str, b: &str) -> String;
     fn describe(e: &JsValue) -> String;
     fn warn(message: &str);
+    #[wasm_bindgen(js_name = randomSalt)]
+    fn random_salt() -> Vec<u8>;
+    #[wasm_bindgen(catch, js_name = truncateSynced)]
+    async fn truncate_synced(path: &str, len: f64) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch)]
     async fn mkdirp(path: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = listDir)]
@@ -146,8 +157,6 @@ extern "C" {
     async fn truncate_handle(fh: &JsValue, len: f64) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = closeHandle)]
     async fn close_handle(fh: &JsValue) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(catch, js_name = truncatePath)]
-    async fn truncate_path(path: &str, len: f64) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch)]
     async fn rename(from: &str, to: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = removeFile)]
@@ -163,15 +172,29 @@ fn io(e: JsValue) -> Error {
     Error::Io(std::io::Error::other(describe(&e)))
 }
 
+/// A fresh segment salt from Node's `crypto.randomBytes` (see [`encode_segment_header`]).
+fn new_salt() -> u64 {
+    let bytes = random_salt();
+    let mut salt = [0; 8];
+    salt.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(salt)
+}
+
+/// Compaction frames hold about this many bytes of records each.
+const FRAME_BYTES: usize = 1024 * 1024;
+
 #[derive(Clone, Copy, Debug, Default)]
 struct SegInfo {
     bytes: u64,
     records: u64,
+    /// The salt its frames are bound to.
+    salt: u64,
 }
 
 /// The segment batches are appended to.
 struct Active {
     id: u64,
+    salt: u64,
     handle: JsValue,
     /// End of the last good record: where the next batch goes.
     len: u64,
@@ -273,6 +296,7 @@ impl FsBackend {
                 SegInfo {
                     bytes: scan.valid_len as u64,
                     records: scan.records,
+                    salt: scan.salt,
                 },
             );
             self.next_id.set(id.saturating_add(1));
@@ -283,7 +307,9 @@ impl FsBackend {
                 "tidekv: warning: truncating a torn write of {tail} bytes at the end of {path}"
             ));
             if has_header {
-                truncate_path(&path, valid_len as f64).await.map_err(io)?;
+                // Synced, as natively: the cut must not come back after a power loss, where a
+                // later append would land behind the torn bytes.
+                truncate_synced(&path, valid_len as f64).await.map_err(io)?;
             } else {
                 // Not even a whole header: the segment holds nothing.
                 remove_file(&path).await.map_err(io)?;
@@ -304,6 +330,7 @@ impl FsBackend {
                 .map_err(io)?;
             *self.active.borrow_mut() = Some(Active {
                 id,
+                salt: info.salt,
                 handle,
                 len: info.bytes,
             });
@@ -311,12 +338,26 @@ impl FsBackend {
         Ok(())
     }
 
-    /// Writes a complete new segment file: `.tmp`, synced, renamed into place.
-    async fn create_segment(&self, id: u64, records: &[u8]) -> Result<()> {
+    /// Writes a complete new segment file holding `records` in frames of about
+    /// [`FRAME_BYTES`]: `.tmp`, synced, renamed into place. Returns its info.
+    async fn create_segment(&self, id: u64, records: &[Record]) -> Result<SegInfo> {
         let path = self.file(&segment_file_name(id));
         let tmp = format!("{path}{TEMP_SUFFIX}");
-        let mut bytes = encode_segment_header(id).to_vec();
-        bytes.extend_from_slice(records);
+        let salt = new_salt();
+        let mut bytes = encode_segment_header(id, salt).to_vec();
+        let mut rest = records;
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut size = 0;
+            while n < rest.len() && (n == 0 || size < FRAME_BYTES) {
+                size += rest[n].size();
+                n += 1;
+            }
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let offset = bytes.len() as u64;
+            encode_frame(chunk, salt, offset, &mut bytes, &mut Vec::new());
+        }
         let written = async {
             let handle = open_file(&tmp, "w").await?;
             let result = async {
@@ -333,14 +374,13 @@ impl FsBackend {
             let _ = remove_file(&tmp).await;
             return Err(io(e));
         }
-        self.segments.borrow_mut().insert(
-            id,
-            SegInfo {
-                bytes: bytes.len() as u64,
-                records: 0,
-            },
-        );
-        Ok(())
+        let info = SegInfo {
+            bytes: bytes.len() as u64,
+            records: records.len() as u64,
+            salt,
+        };
+        self.segments.borrow_mut().insert(id, info);
+        Ok(info)
     }
 
     /// Seals the active segment (if any) and closes its handle.
@@ -361,7 +401,7 @@ impl FsBackend {
     async fn roll(&self) -> Result<Active> {
         self.seal().await?;
         let id = self.next_id.get();
-        self.create_segment(id, &[]).await?;
+        let info = self.create_segment(id, &[]).await?;
         sync_dir(&self.dir).await.map_err(io)?;
         self.next_id.set(id.saturating_add(1));
         let handle = open_file(&self.file(&segment_file_name(id)), "r+")
@@ -369,6 +409,7 @@ impl FsBackend {
             .map_err(io)?;
         Ok(Active {
             id,
+            salt: info.salt,
             handle,
             len: SEGMENT_HEADER_LEN as u64,
         })
@@ -378,10 +419,6 @@ impl FsBackend {
         if !self.locked.get() {
             return Err(Error::Closed);
         }
-        let mut buf = Vec::new();
-        for record in records {
-            record.encode(&mut buf);
-        }
         let current = self.active.borrow_mut().take();
         let mut active = match current {
             Some(a) if a.len < SEGMENT_SIZE || a.len <= SEGMENT_HEADER_LEN as u64 => a,
@@ -390,6 +427,9 @@ impl FsBackend {
                 self.roll().await?
             }
         };
+        // The whole batch is one frame: replayed entirely or not at all.
+        let mut buf = Vec::new();
+        encode_frame(records, active.salt, active.len, &mut buf, &mut Vec::new());
         let sync = self.durability != Durability::Buffered;
         let written = async {
             write_at(
@@ -438,23 +478,26 @@ impl FsBackend {
 
         let mut outputs = Vec::new();
         let written = async {
+            // Each output segment takes about SEGMENT_SIZE of records; the last reserved id
+            // takes whatever is left.
+            let mut rest = &live[..];
             let mut id = first;
-            let mut buf = Vec::new();
-            let mut count = 0;
-            for (i, record) in live.iter().enumerate() {
-                record.encode(&mut buf);
-                count += 1;
-                let more = i + 1 < live.len();
-                if more && id < last && (buf.len() + SEGMENT_HEADER_LEN) as u64 >= SEGMENT_SIZE {
-                    self.create_segment(id, &buf).await?;
-                    outputs.push((id, count));
-                    buf.clear();
-                    count = 0;
-                    id += 1;
+            loop {
+                let mut n = 0;
+                let mut size = SEGMENT_HEADER_LEN as u64;
+                while n < rest.len() && (id == last || size < SEGMENT_SIZE) {
+                    size += rest[n].size() as u64;
+                    n += 1;
                 }
+                let (chunk, tail) = rest.split_at(n);
+                rest = tail;
+                let info = self.create_segment(id, chunk).await?;
+                outputs.push((id, info.records));
+                if rest.is_empty() {
+                    break;
+                }
+                id += 1;
             }
-            self.create_segment(id, &buf).await?;
-            outputs.push((id, count));
             sync_dir(&self.dir).await.map_err(io)
         }
         .await;
