@@ -14,7 +14,9 @@ use std::thread;
 use std::time::Duration;
 
 use persist_support::{child_setup, park, tempdir, ChildProcess, Rng, T0};
-use tidekv::{Durability, Error, Kind, ManualClock, Options, SetOptions, Store, Syncer};
+use tidekv::{
+    Durability, Error, Kind, ManualClock, Options, SetOptions, Store, Syncer, WriteBatch,
+};
 
 const MODE: &str = "TIDEKV_CRASH_CHILD";
 const DIR: &str = "TIDEKV_CRASH_DIR";
@@ -55,6 +57,7 @@ fn child_process() {
             park();
         }
         "random-ops" => child_random_ops(&dir, seed),
+        "batches" => child_batches(&dir, seed),
         other => panic!("unknown child mode {other}"),
     }
 }
@@ -415,4 +418,105 @@ fn sigkill_at_random_points_of_writes_flushes_and_compactions_loses_no_acknowled
         acked_points > 0,
         "no kill landed after an acknowledged flush"
     );
+}
+
+// ---- atomic batches under SIGKILL -----------------------------------------------------------
+
+/// Keys every batch of the "batches" child writes, all with the batch's number.
+const BATCH_KEYS: usize = 24;
+
+fn child_batches(dir: &Path, seed: u64) -> ! {
+    let mut rng = Rng::new(seed);
+    let syncer = (seed % 2 == 0).then(|| Syncer::start(Duration::from_millis(1)));
+    let mut options = Options::default()
+        .durability(if seed % 3 == 0 {
+            Durability::Fsync
+        } else {
+            Durability::Buffered
+        })
+        .segment_size(256 * 1024)
+        .compaction_min_size(64 * 1024);
+    if let Some(s) = &syncer {
+        options = options.syncer(s);
+    }
+    let store = Store::open(dir, options).unwrap();
+    println!("READY");
+    for version in 1u32.. {
+        let mut batch = WriteBatch::new();
+        for k in 0..BATCH_KEYS {
+            // Values of up to 16 KiB: a batch's frame spans many pages, so kills land inside.
+            let mut value = version.to_le_bytes().to_vec();
+            value.resize(4 + rng.below(16 * 1024) as usize, k as u8);
+            batch.set(format!("k{k:02}"), value);
+        }
+        if version % 7 == 0 {
+            batch.delete("k00");
+        }
+        store.apply(batch).unwrap();
+        if rng.below(3) == 0 {
+            store.flush().unwrap();
+            println!("ACK {version}");
+        }
+        if rng.below(40) == 0 {
+            store.compact().unwrap();
+        }
+    }
+    unreachable!()
+}
+
+/// The batch number a value carries.
+fn batch_of(value: &[u8]) -> u32 {
+    u32::from_le_bytes(value[..4].try_into().unwrap())
+}
+
+#[test]
+fn sigkill_during_atomic_batches_never_replays_part_of_a_batch() {
+    let points: u64 = std::env::var("TIDEKV_CRASH_POINTS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(20, |n| (n / 2).max(1));
+    let mut checked = 0;
+    for point in 0..points {
+        let seed = 7_000_003 + point;
+        let dir = tempdir();
+        let child = spawn("batches", dir.path(), seed);
+        child.wait_for("READY", WAIT);
+        thread::sleep(Duration::from_micros(Rng::new(seed).below(80_000)));
+        let lines = child.kill();
+        let acked = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("ACK "))
+            .filter_map(|n| n.parse::<u32>().ok())
+            .max()
+            .unwrap_or(0);
+        let store = Store::open(dir.path(), Options::default())
+            .unwrap_or_else(|e| panic!("seed {seed}: reopen after a kill failed: {e}"));
+        let mut versions = Vec::new();
+        for k in 0..BATCH_KEYS {
+            if let Some(v) = store.get(&format!("k{k:02}")).unwrap() {
+                versions.push(batch_of(&v));
+            }
+        }
+        let version = versions.iter().copied().max().unwrap_or(0);
+        // All keys from one batch (k00 may be deleted by that batch), never a mix.
+        assert!(
+            versions.iter().all(|&v| v == version),
+            "seed {seed}: a partial batch was replayed: {versions:?}"
+        );
+        let expect = if version == 0 {
+            0
+        } else if version % 7 == 0 {
+            BATCH_KEYS - 1
+        } else {
+            BATCH_KEYS
+        };
+        assert_eq!(versions.len(), expect, "seed {seed}: batch {version}");
+        assert!(
+            version >= acked,
+            "seed {seed}: batch {acked} was acknowledged, {version} found"
+        );
+        checked += 1;
+        store.close().unwrap();
+    }
+    println!("{checked} kill points during atomic batches, no partial batch");
 }

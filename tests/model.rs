@@ -298,13 +298,17 @@ impl Harness {
                 .filter(|s| s.0 == ns_idx && self.model.live(s).is_some())
                 .map(|s| s.1.clone())
                 .collect();
-            assert_eq!(self.engine.keys(ns, "", now), live, "keys()");
+            assert_eq!(self.engine.keys(ns, "", now).unwrap(), live, "keys()");
             let with_a: Vec<String> = live
                 .iter()
                 .filter(|k| k.starts_with('a'))
                 .cloned()
                 .collect();
-            assert_eq!(self.engine.keys(ns, "a", now), with_a, "keys(\"a\")");
+            assert_eq!(
+                self.engine.keys(ns, "a", now).unwrap(),
+                with_a,
+                "keys(\"a\")"
+            );
             for query in [
                 vec!["t1"],
                 vec!["t2"],
@@ -320,7 +324,7 @@ impl Harness {
                     .cloned()
                     .collect();
                 assert_eq!(
-                    self.engine.query_by_tags(ns, &query, now),
+                    self.engine.query_by_tags(ns, &query, now).unwrap(),
                     want,
                     "query {query:?}"
                 );
@@ -332,7 +336,7 @@ impl Harness {
                 }
             }
             assert_eq!(
-                self.engine.list_tags(ns, now),
+                self.engine.list_tags(ns, now).unwrap(),
                 counts.into_iter().collect::<Vec<_>>()
             );
             for key in KEYS {

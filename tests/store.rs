@@ -422,3 +422,102 @@ fn concurrent_writers_lose_nothing() {
     }
     assert_eq!(written.len(), 2_000, "every write reached the backend");
 }
+
+#[test]
+fn a_write_batch_applies_all_or_nothing_and_names_no_partial_state() {
+    let (s, _) = store();
+    s.set("old", "x").unwrap();
+    let users = s.namespace("users").unwrap();
+    // One bad entry anywhere: the error is that entry's, nothing changed.
+    let mut bad = tidekv::WriteBatch::new();
+    bad.set("a", "1")
+        .set_with("b", "2", SetOptions::new().ttl(Duration::ZERO))
+        .delete("old");
+    assert!(matches!(s.apply(bad), Err(Error::InvalidTtl(_))));
+    let mut bad = tidekv::WriteBatch::new();
+    bad.set("a", "1").delete("");
+    assert!(matches!(s.apply(bad), Err(Error::InvalidKey(_))));
+    let mut bad = tidekv::WriteBatch::new();
+    bad.set("a", "1")
+        .set_with("b", "2", SetOptions::new().tag(""));
+    assert!(matches!(s.apply(bad), Err(Error::InvalidName { .. })));
+    assert_eq!(s.keys("").unwrap(), ["old"]);
+    // A good batch, on a namespace handle too.
+    let mut batch = tidekv::WriteBatch::new();
+    batch
+        .set("a", "1")
+        .set_with("b", "2", SetOptions::new().tag("t").kind(Kind::Text))
+        .delete("old")
+        .delete("never-there");
+    assert_eq!((batch.len(), batch.is_empty()), (4, false));
+    assert_eq!(s.apply(batch).unwrap(), 1);
+    assert_eq!(s.keys("").unwrap(), ["a", "b"]);
+    assert_eq!(s.query_by_tags(&["t"]).unwrap(), ["b"]);
+    let mut batch = tidekv::WriteBatch::new();
+    batch.set("u1", "ada").set("u2", "grace");
+    users.apply(batch).unwrap();
+    assert_eq!(users.keys("").unwrap(), ["u1", "u2"]);
+    assert_eq!(s.apply(tidekv::WriteBatch::new()).unwrap(), 0);
+}
+
+#[test]
+fn readers_see_a_write_batch_entirely_or_not_at_all() {
+    let (s, _) = store();
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i:02}")).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (s, keys, stop) = (s.clone(), keys.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut version = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                version += 1;
+                let mut batch = tidekv::WriteBatch::new();
+                for key in &keys {
+                    batch.set(key.clone(), version.to_le_bytes().to_vec());
+                }
+                s.apply(batch).unwrap();
+            }
+            version
+        })
+    };
+    let mut checked = 0;
+    while checked < 2_000 {
+        // Every key of one snapshot belongs to the same batch.
+        let snapshot = s.snapshot().unwrap();
+        if snapshot.is_empty() {
+            continue;
+        }
+        let values: Vec<&[u8]> = snapshot
+            .iter()
+            .map(|r| match r {
+                Record::Put(p) => &p.value[..],
+                Record::Delete { .. } => unreachable!(),
+            })
+            .collect();
+        assert_eq!(values.len(), keys.len());
+        assert!(
+            values.iter().all(|v| *v == values[0]),
+            "a partial batch was visible"
+        );
+        checked += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0);
+}
+
+#[test]
+fn an_entry_too_large_for_the_record_format_is_refused_at_set() {
+    // Regression: with max_value_size at its top (4 GiB - 1), a value near the limit plus a
+    // long key or a tag encoded a frame whose 32-bit lengths wrapped; the write was
+    // acknowledged and then lost or made the store unopenable at replay.
+    let s = Store::memory(Options::default().max_value_size(u32::MAX as u64)).unwrap();
+    // Zeroed memory is only reserved, never touched: a 4 GiB value costs nothing here.
+    let huge = bytes::Bytes::from(vec![0u8; u32::MAX as usize - 64]);
+    let err = s.set(&"k".repeat(1_000), huge.clone()).unwrap_err();
+    assert!(matches!(err, Error::ValueTooLarge { .. }), "{err:?}");
+    let err = s
+        .set_with("k", huge, SetOptions::new().tag("t".repeat(100)))
+        .unwrap_err();
+    assert!(matches!(err, Error::ValueTooLarge { .. }), "{err:?}");
+    assert_eq!(s.keys("").unwrap(), Vec::<String>::new());
+}

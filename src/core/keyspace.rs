@@ -48,8 +48,10 @@ impl Kind {
 pub struct Metadata {
     /// Logical size of the value in bytes (after decompression).
     pub size: u64,
-    /// Size of the value as a persistent backend stores it: the LZ4 block when `compressed`,
-    /// else equal to `size`. Computed when asked for.
+    /// Size of the value as a persistent backend stores it: the LZ4 block when `compressed`
+    /// (and the block is smaller), else equal to `size`. The stores fill it in when asked for
+    /// metadata, outside their locks; the engine alone reports `size` here (see
+    /// [`Metadata::measure_stored_size`]).
     pub stored_size: u64,
     /// When the key was first written (ms since the Unix epoch). Overwriting a live key keeps it.
     pub created_at: u64,
@@ -63,6 +65,19 @@ pub struct Metadata {
     pub kind: Kind,
     /// Whether the persistent record of this value is compressed.
     pub compressed: bool,
+}
+
+impl Metadata {
+    /// Sets `stored_size` to what a persistent backend stores for `value` (this metadata's
+    /// value): for a compressed entry the LZ4 block's size, found by compressing all of
+    /// `value`. When the block would not be smaller, the value is stored as it is and
+    /// `compressed` becomes `false`. The work grows with the value: call it outside any lock.
+    pub fn measure_stored_size(&mut self, value: &[u8]) {
+        self.stored_size = super::record::stored_size(value, self.compressed);
+        if self.compressed && self.stored_size >= value.len() as u64 {
+            self.compressed = false;
+        }
+    }
 }
 
 /// One stored entry. Tags are kept sorted and unique.
@@ -90,11 +105,7 @@ impl Entry {
     pub fn metadata(&self) -> Metadata {
         Metadata {
             size: self.value.len() as u64,
-            stored_size: if self.compressed {
-                lz4_flex::block::compress(&self.value).len() as u64
-            } else {
-                self.value.len() as u64
-            },
+            stored_size: self.value.len() as u64,
             created_at: self.created_at,
             updated_at: self.updated_at,
             expires_at: self.expires_at,

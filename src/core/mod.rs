@@ -143,6 +143,51 @@ fn deadline(now: u64, ttl_ms: u64) -> Result<u64> {
         .ok_or_else(|| Error::InvalidTtl("the TTL is too large: its deadline overflows".into()))
 }
 
+/// One change of an atomic batch ([`Engine::apply`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum BatchOp {
+    /// Store a value, as [`Engine::set`].
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Bytes,
+        /// Its kind.
+        kind: Kind,
+        /// Time to live in ms; `None` for none.
+        ttl_ms: Option<u64>,
+        /// Tags (duplicates are removed).
+        tags: Vec<String>,
+    },
+    /// Remove a key, as [`Engine::delete`].
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+/// Why [`Engine::apply`] refused a batch: the first op that failed its checks. Nothing changed.
+#[derive(Debug)]
+pub struct BatchError {
+    /// The op's position in the batch (0 when the namespace itself was unknown).
+    pub index: usize,
+    /// What was wrong with it.
+    pub error: Error,
+}
+
+impl From<BatchError> for Error {
+    fn from(e: BatchError) -> Error {
+        e.error
+    }
+}
+
+/// What [`Engine::check_set`] worked out for a set that may go ahead.
+struct CheckedSet<'t> {
+    expires_at: Option<u64>,
+    tag_list: Vec<&'t str>,
+    record_size: usize,
+}
+
 /// The engine. See the module docs.
 pub struct Engine {
     config: Config,
@@ -201,9 +246,26 @@ impl Engine {
         Ok(id)
     }
 
-    /// The name of namespace `ns`.
-    pub fn namespace_name(&self, ns: NsId) -> &str {
-        &self.spaces[ns as usize].name
+    /// The name of namespace `ns`. [`Error::InvalidName`] if this engine has no such namespace.
+    pub fn namespace_name(&self, ns: NsId) -> Result<&str> {
+        self.check_ns(ns)?;
+        Ok(&self.spaces[ns as usize].name)
+    }
+
+    /// Every call that takes an [`NsId`] checks it first: an id this engine never handed out is
+    /// an error, never a panic.
+    fn check_ns(&self, ns: NsId) -> Result<()> {
+        if (ns as usize) < self.spaces.len() {
+            Ok(())
+        } else {
+            Err(Error::InvalidName {
+                name: alloc::format!("#{ns}"),
+                reason: alloc::format!(
+                    "no namespace has this id in this engine (it has {})",
+                    self.spaces.len()
+                ),
+            })
+        }
     }
 
     fn space(&mut self, ns: NsId) -> &mut Space {
@@ -212,6 +274,11 @@ impl Engine {
 
     /// Stores `value` under `key`, replacing the whole entry — value, TTL and tags — like Redis
     /// `SET`. A live key keeps its `created_at`. `ttl_ms` of `None` means no expiry.
+    ///
+    /// Errors (and then nothing changed): [`Error::InvalidKey`], [`Error::ValueTooLarge`] (the
+    /// value is over `max_value_size`, or the entry — namespace, key, tags and value — would
+    /// encode to a record over [`record::MAX_BODY_LEN`] bytes), [`Error::InvalidTtl`],
+    /// [`Error::InvalidName`] (a tag, or an unknown `ns`).
     #[allow(clippy::too_many_arguments)]
     pub fn set<S: AsRef<str>>(
         &mut self,
@@ -223,6 +290,70 @@ impl Engine {
         tags: &[S],
         now: u64,
     ) -> Result<()> {
+        let checked = self.check_set(ns, key, &value, ttl_ms, tags, now)?;
+        self.set_checked(ns, key, value, kind, checked, now);
+        Ok(())
+    }
+
+    /// Applies `ops` to namespace `ns` in order, all or nothing: every op is checked first (the
+    /// checks of [`set`](Engine::set) and [`delete`](Engine::delete)), and only if all pass are
+    /// they applied. A caller that holds the engine for the whole call (as every shell does)
+    /// shows readers all of the batch or none of it, and since a flush takes every pending
+    /// change as one [`Batch`] — one frame in a log — a crash never replays part of it.
+    /// Returns how many deletes removed a live key; on error, which op was refused and why.
+    pub fn apply(
+        &mut self,
+        ns: NsId,
+        ops: &[BatchOp],
+        now: u64,
+    ) -> core::result::Result<usize, BatchError> {
+        self.check_ns(ns)
+            .map_err(|error| BatchError { index: 0, error })?;
+        let mut checked = Vec::with_capacity(ops.len());
+        for (index, op) in ops.iter().enumerate() {
+            let check = match op {
+                BatchOp::Set {
+                    key,
+                    value,
+                    ttl_ms,
+                    tags,
+                    ..
+                } => self.check_set(ns, key, value, *ttl_ms, tags, now).map(Some),
+                BatchOp::Delete { key } => validate_key(key).map(|()| None),
+            };
+            checked.push(check.map_err(|error| BatchError { index, error })?);
+        }
+        let mut deleted = 0;
+        for (op, checked) in ops.iter().zip(checked) {
+            match (op, checked) {
+                (
+                    BatchOp::Set {
+                        key, value, kind, ..
+                    },
+                    Some(checked),
+                ) => self.set_checked(ns, key, value.clone(), *kind, checked, now),
+                (BatchOp::Delete { key }, _) => {
+                    // Checked above: the namespace and the key are valid.
+                    deleted += usize::from(self.delete(ns, key, now).unwrap_or(false));
+                }
+                (BatchOp::Set { .. }, None) => unreachable!("every set was checked"),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Every check of a set, with nothing changed: the deadline, the sorted unique tags and the
+    /// record's size.
+    fn check_set<'t, S: AsRef<str>>(
+        &self,
+        ns: NsId,
+        key: &str,
+        value: &Bytes,
+        ttl_ms: Option<u64>,
+        tags: &'t [S],
+        now: u64,
+    ) -> Result<CheckedSet<'t>> {
+        self.check_ns(ns)?;
         validate_key(key)?;
         if value.len() as u64 > self.config.max_value_size {
             return Err(Error::ValueTooLarge {
@@ -238,16 +369,43 @@ impl Engine {
         }
         tag_list.sort_unstable();
         tag_list.dedup();
+        let space = &self.spaces[ns as usize];
+        let tag_lens = || tag_list.iter().map(|t| t.len());
+        let body = record::put_body_len(space.name.len(), key.len(), tag_lens(), value.len());
+        if body > record::MAX_BODY_LEN {
+            // The record's 32-bit length fields would wrap: refuse now, never write a frame
+            // that replays as something else.
+            return Err(Error::ValueTooLarge {
+                size: body,
+                max: record::MAX_BODY_LEN,
+            });
+        }
+        let record_size = record::put_size(space.name.len(), key.len(), tag_lens(), value.len());
+        Ok(CheckedSet {
+            expires_at,
+            tag_list,
+            record_size,
+        })
+    }
 
+    /// A set that passed [`check_set`](Engine::check_set).
+    fn set_checked(
+        &mut self,
+        ns: NsId,
+        key: &str,
+        value: Bytes,
+        kind: Kind,
+        checked: CheckedSet<'_>,
+        now: u64,
+    ) {
+        let CheckedSet {
+            expires_at,
+            tag_list,
+            record_size,
+        } = checked;
         let compressed =
             self.config.compression && value.len() >= self.config.compression_threshold;
         let space = &mut self.spaces[ns as usize];
-        let record_size = record::put_size(
-            space.name.len(),
-            key.len(),
-            tag_list.iter().map(|t| t.len()),
-            value.len(),
-        );
         // One lookup: a live entry is overwritten in place; an expired one goes through lazy
         // expiry first (as any access does), then a fresh entry is inserted.
         let fresh = match space.map.get_mut(key) {
@@ -283,7 +441,6 @@ impl Engine {
         let space = &mut self.spaces[ns as usize];
         self.buffer.mark(&mut space.pending, key, record_size, now);
         self.stats.sets += 1;
-        Ok(())
     }
 
     /// Replaces a live entry's value, TTL and tags, keeping its key allocation and
@@ -341,6 +498,7 @@ impl Engine {
         key: &str,
         now: &mut dyn FnMut() -> u64,
     ) -> Result<Option<(Bytes, Kind)>> {
+        self.check_ns(ns)?;
         validate_key(key)?;
         self.stats.gets += 1;
         let expired_at = match self.spaces[ns as usize].map.get(key) {
@@ -366,6 +524,10 @@ impl Engine {
     }
 
     /// The value and metadata under `key`, if it is live. Counts a hit or a miss.
+    ///
+    /// The metadata's `stored_size` is the value's logical size here: measuring a compressed
+    /// value's stored size runs LZ4 over all of it, so the engine leaves that to the caller,
+    /// outside its lock ([`Metadata::measure_stored_size`]).
     pub fn get_with_metadata(
         &mut self,
         ns: NsId,
@@ -384,6 +546,7 @@ impl Engine {
         now: u64,
         f: impl FnOnce(&Entry) -> R,
     ) -> Result<Option<R>> {
+        self.check_ns(ns)?;
         validate_key(key)?;
         self.stats.gets += 1;
         match self.spaces[ns as usize].map.get(key) {
@@ -406,6 +569,7 @@ impl Engine {
 
     /// Whether `key` is live.
     pub fn contains(&mut self, ns: NsId, key: &str, now: u64) -> Result<bool> {
+        self.check_ns(ns)?;
         validate_key(key)?;
         match self.spaces[ns as usize].map.get(key) {
             Some(entry) if entry.is_live(now) => Ok(true),
@@ -419,6 +583,7 @@ impl Engine {
 
     /// Removes `key`; true if it was live.
     pub fn delete(&mut self, ns: NsId, key: &str, now: u64) -> Result<bool> {
+        self.check_ns(ns)?;
         validate_key(key)?;
         self.expire_if_due(ns, key, now);
         if self.remove_entry(ns, key).is_none() {
@@ -431,6 +596,7 @@ impl Engine {
 
     /// Time left before `key` expires, in ms; `None` if the key is not live or has no TTL.
     pub fn ttl(&mut self, ns: NsId, key: &str, now: u64) -> Result<Option<u64>> {
+        self.check_ns(ns)?;
         validate_key(key)?;
         self.expire_if_due(ns, key, now);
         Ok(self.spaces[ns as usize]
@@ -442,6 +608,7 @@ impl Engine {
 
     /// Gives a live `key` a TTL of `ttl_ms`, keeping its value and tags; true if the key was live.
     pub fn expire(&mut self, ns: NsId, key: &str, ttl_ms: u64, now: u64) -> Result<bool> {
+        self.check_ns(ns)?;
         validate_key(key)?;
         let new_deadline = deadline(now, ttl_ms)?;
         self.set_deadline(ns, key, Some(new_deadline), now)
@@ -455,6 +622,7 @@ impl Engine {
 
     /// Removes the TTL of a live `key`; true if the key was live (with or without a TTL).
     pub fn persist(&mut self, ns: NsId, key: &str, now: u64) -> Result<bool> {
+        self.check_ns(ns)?;
         validate_key(key)?;
         self.set_deadline(ns, key, None, now).map(|old| match old {
             Some(Some(_)) => {
@@ -496,7 +664,8 @@ impl Engine {
     }
 
     /// Live keys starting with `prefix`, sorted; `""` lists all.
-    pub fn keys(&self, ns: NsId, prefix: &str, now: u64) -> Vec<String> {
+    pub fn keys(&self, ns: NsId, prefix: &str, now: u64) -> Result<Vec<String>> {
+        self.check_ns(ns)?;
         let mut keys: Vec<String> = self.spaces[ns as usize]
             .map
             .iter()
@@ -504,26 +673,33 @@ impl Engine {
             .map(|(k, _)| String::from(k))
             .collect();
         keys.sort_unstable();
-        keys
+        Ok(keys)
     }
 
     /// Live keys that carry every tag in `tags`, sorted. No tags match nothing.
-    pub fn query_by_tags<S: AsRef<str>>(&self, ns: NsId, tags: &[S], now: u64) -> Vec<String> {
+    pub fn query_by_tags<S: AsRef<str>>(
+        &self,
+        ns: NsId,
+        tags: &[S],
+        now: u64,
+    ) -> Result<Vec<String>> {
+        self.check_ns(ns)?;
         let tags: Vec<&str> = tags.iter().map(AsRef::as_ref).collect();
         let space = &self.spaces[ns as usize];
-        space
+        Ok(space
             .tags
             .query(&tags)
             .into_iter()
             .filter(|k| space.map.get(k).is_some_and(|e| e.is_live(now)))
             .map(String::from)
-            .collect()
+            .collect())
     }
 
     /// Every tag carried by a live key, with how many live keys carry it, sorted by tag.
-    pub fn list_tags(&self, ns: NsId, now: u64) -> Vec<(String, usize)> {
+    pub fn list_tags(&self, ns: NsId, now: u64) -> Result<Vec<(String, usize)>> {
+        self.check_ns(ns)?;
         let space = &self.spaces[ns as usize];
-        space
+        Ok(space
             .tags
             .iter()
             .map(|(tag, keys)| {
@@ -534,7 +710,7 @@ impl Engine {
                 (String::from(tag), live)
             })
             .filter(|(_, n)| *n > 0)
-            .collect()
+            .collect())
     }
 
     /// Removes up to `budget` keys whose deadline is at or before `now`, earliest first. Costs
@@ -1075,9 +1251,12 @@ mod tests {
         let (_, meta) = e.get_with_metadata(0, "k", T0 + 50).unwrap().unwrap();
         assert_eq!((meta.created_at, meta.updated_at), (T0, T0 + 50));
         assert_eq!(meta.expires_at, None);
-        assert_eq!(e.query_by_tags(0, &["a"], T0 + 50), Vec::<String>::new());
         assert_eq!(
-            e.query_by_tags(0, &["b", "c"], T0 + 50),
+            e.query_by_tags(0, &["a"], T0 + 50).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            e.query_by_tags(0, &["b", "c"], T0 + 50).unwrap(),
             vec!["k".to_string()]
         );
         // The old deadline is gone from the index: nothing to sweep, the key stays.
@@ -1100,5 +1279,153 @@ mod tests {
         let batch = e.take_batch().unwrap();
         let keys: Vec<&str> = batch.records.iter().map(Record::key).collect();
         assert_eq!(keys, ["c", "b", "a"]);
+    }
+
+    #[test]
+    fn an_unknown_namespace_id_is_an_error_never_a_panic() {
+        let mut e = engine();
+        let v = || Bytes::from_static(b"v");
+        let unknown: NsId = 7;
+        let is_err = |r: Result<()>| matches!(r, Err(Error::InvalidName { .. }));
+        assert!(is_err(e.set(
+            unknown,
+            "k",
+            v(),
+            Kind::Bytes,
+            None,
+            &NO_TAGS,
+            T0
+        )));
+        assert!(is_err(e.get(unknown, "k", T0).map(drop)));
+        assert!(is_err(e.get_lazy(unknown, "k", &mut || T0).map(drop)));
+        assert!(is_err(e.get_with_metadata(unknown, "k", T0).map(drop)));
+        assert!(is_err(e.contains(unknown, "k", T0).map(drop)));
+        assert!(is_err(e.delete(unknown, "k", T0).map(drop)));
+        assert!(is_err(e.ttl(unknown, "k", T0).map(drop)));
+        assert!(is_err(e.expire(unknown, "k", 5, T0).map(drop)));
+        assert!(is_err(e.persist(unknown, "k", T0).map(drop)));
+        assert!(is_err(e.keys(unknown, "", T0).map(drop)));
+        assert!(is_err(e.query_by_tags(unknown, &["t"], T0).map(drop)));
+        assert!(is_err(e.list_tags(unknown, T0).map(drop)));
+        assert!(is_err(e.namespace_name(unknown).map(drop)));
+        let op = BatchOp::Delete { key: "k".into() };
+        assert!(e.apply(unknown, &[op], T0).is_err());
+        assert_eq!(e.stats().keys, 0);
+        assert!(!e.has_unflushed());
+    }
+
+    #[test]
+    fn an_entry_whose_record_would_overflow_its_length_fields_is_refused() {
+        // Zeroed memory is only reserved, never touched: a 4 GiB value costs nothing here.
+        let mut e = Engine::new(Config {
+            max_value_size: u32::MAX as u64,
+            ..Config::default()
+        })
+        .unwrap();
+        let huge = Bytes::from(vec![0u8; u32::MAX as usize - 64]);
+        let key = "k".repeat(1_000);
+        match e.set(0, &key, huge.clone(), Kind::Bytes, None, &NO_TAGS, T0) {
+            Err(Error::ValueTooLarge { size, max }) => {
+                assert!(size > max, "{size} {max}");
+                assert_eq!(max, u32::MAX as u64);
+            }
+            other => panic!("expected ValueTooLarge, got {other:?}"),
+        }
+        // Tags count too: a small key, but tags that push the record over the limit.
+        let tags = ["t".repeat(100)];
+        let r = e.set(0, "k", huge, Kind::Bytes, None, &tags, T0);
+        assert!(matches!(r, Err(Error::ValueTooLarge { .. })), "{r:?}");
+        assert_eq!(e.stats().keys, 0);
+        assert!(!e.has_unflushed());
+    }
+
+    #[test]
+    fn metadata_from_the_engine_does_no_compression_work() {
+        let mut e = Engine::new(Config {
+            compression: true,
+            ..Config::default()
+        })
+        .unwrap();
+        let value = Bytes::from(vec![b'z'; 100_000]);
+        e.set(0, "k", value.clone(), Kind::Bytes, None, &NO_TAGS, T0)
+            .unwrap();
+        let (got, mut meta) = e.get_with_metadata(0, "k", T0).unwrap().unwrap();
+        // Unmeasured: the logical size, so the engine (and the lock around it) never ran LZ4.
+        assert_eq!((meta.size, meta.stored_size), (100_000, 100_000));
+        assert!(meta.compressed);
+        meta.measure_stored_size(&got);
+        assert!(meta.stored_size < 1_000, "{}", meta.stored_size);
+        // A value that does not compress is stored as it is, and says so.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..4_096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        e.set(0, "n", Bytes::from(noise), Kind::Bytes, None, &NO_TAGS, T0)
+            .unwrap();
+        let (got, mut meta) = e.get_with_metadata(0, "n", T0).unwrap().unwrap();
+        meta.measure_stored_size(&got);
+        assert_eq!((meta.stored_size, meta.compressed), (4_096, false));
+    }
+
+    fn put_op(key: &str, value: &'static [u8], ttl_ms: Option<u64>, tags: &[&str]) -> BatchOp {
+        BatchOp::Set {
+            key: key.into(),
+            value: Bytes::from_static(value),
+            kind: Kind::Text,
+            ttl_ms,
+            tags: tags.iter().map(|t| String::from(*t)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_all_of_its_changes_or_none() {
+        let mut e = engine();
+        set(&mut e, "old", None, &NO_TAGS, T0);
+        set(&mut e, "keep", None, &NO_TAGS, T0);
+        let before = e.take_batch().unwrap();
+        e.ack(before.id);
+        // A bad op anywhere refuses the whole batch and names it; nothing changes.
+        let bad_ops = [
+            (put_op("", b"v", None, &[]), 1),
+            (put_op("b", b"v", Some(0), &[]), 1),
+            (put_op("b", b"v", None, &[""]), 1),
+            (BatchOp::Delete { key: String::new() }, 1),
+        ];
+        for (bad, index) in bad_ops {
+            let ops = [
+                put_op("a", b"1", None, &[]),
+                bad,
+                put_op("c", b"3", None, &[]),
+            ];
+            let err = e.apply(0, &ops, T0 + 1).unwrap_err();
+            assert_eq!(err.index, index, "{:?}", err.error);
+            assert_eq!(e.keys(0, "", T0 + 1).unwrap(), ["keep", "old"]);
+            assert!(!e.has_unflushed());
+        }
+        // A good batch: in order (a later op on a key wins), deletes counted.
+        let ops = [
+            put_op("a", b"1", Some(1_000), &["t"]),
+            BatchOp::Delete { key: "old".into() },
+            BatchOp::Delete {
+                key: "missing".into(),
+            },
+            put_op("a", b"2", None, &["u"]),
+            put_op("b", b"3", None, &[]),
+        ];
+        assert_eq!(e.apply(0, &ops, T0 + 2).unwrap(), 1);
+        assert_eq!(e.keys(0, "", T0 + 2).unwrap(), ["a", "b", "keep"]);
+        let (value, meta) = e.get_with_metadata(0, "a", T0 + 2).unwrap().unwrap();
+        assert_eq!((&value[..], meta.expires_at), (&b"2"[..], None));
+        assert_eq!(e.query_by_tags(0, &["u"], T0 + 2).unwrap(), ["a"]);
+        // One flush carries the whole batch.
+        let batch = e.take_batch().unwrap();
+        let keys: Vec<&str> = batch.records.iter().map(Record::key).collect();
+        assert_eq!(keys, ["old", "a", "b"]);
+        assert!(matches!(&batch.records[0], Record::Delete { .. }));
     }
 }

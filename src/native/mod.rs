@@ -9,6 +9,7 @@
 //! [`crate::core`].
 
 mod backend;
+mod batch;
 mod clock;
 mod file_log;
 mod lock;
@@ -18,6 +19,7 @@ mod store;
 mod syncer;
 
 pub use backend::{Backend, Compaction, CompactionReport, DiskStats, Replay, Role};
+pub use batch::WriteBatch;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryBackend;
 pub use options::{

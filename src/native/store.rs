@@ -20,7 +20,7 @@ use super::backend::{CompactionReport, DiskStats};
 use super::file_log::{sync_dir, FileLog};
 use super::options::{ttl_ms, ExpireCallback};
 use super::syncer::SyncerShared;
-use super::{Backend, Clock, MemoryBackend, Options, Replay, SetOptions};
+use super::{Backend, Clock, MemoryBackend, Options, Replay, SetOptions, WriteBatch};
 use crate::core::{log::validate_db_name, Engine, NsId};
 use crate::{Error, Kind, Metadata, Record, Result, Stats};
 
@@ -616,9 +616,17 @@ impl Namespace {
     }
 
     /// The value and metadata under `key`, or `None` if there is none or it expired.
+    ///
+    /// A compressed value's stored size is measured after the store's lock is released, so a
+    /// large value never holds up other readers and writers.
     pub fn get_with_metadata(&self, key: &str) -> Result<Option<(Bytes, Metadata)>> {
-        self.shared()
-            .with(|engine, now| engine.get_with_metadata(self.id, key, now))
+        let found = self
+            .shared()
+            .with(|engine, now| engine.get_with_metadata(self.id, key, now))?;
+        Ok(found.map(|(value, mut meta)| {
+            meta.measure_stored_size(&value);
+            (value, meta)
+        }))
     }
 
     /// Whether `key` holds a live value.
@@ -631,6 +639,17 @@ impl Namespace {
     pub fn delete(&self, key: &str) -> Result<bool> {
         self.shared()
             .with(|engine, now| engine.delete(self.id, key, now))
+    }
+
+    /// Applies every set and delete of `batch`, all or nothing (see [`WriteBatch`]): if any
+    /// entry is refused, the error is that entry's and nothing changed. Returns how many of the
+    /// deletes removed a live key.
+    ///
+    /// Errors: as [`set_with`](Namespace::set_with) and [`delete`](Namespace::delete).
+    pub fn apply(&self, batch: WriteBatch) -> Result<usize> {
+        let ops = batch.into_ops()?;
+        self.shared()
+            .with(|engine, now| Ok(engine.apply(self.id, &ops, now)?))
     }
 
     /// Time left before `key` expires; `None` if the key does not exist or has no TTL.
@@ -656,19 +675,19 @@ impl Namespace {
     /// Live keys that start with `prefix`, sorted; `""` lists every key.
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
         self.shared()
-            .with(|engine, now| Ok(engine.keys(self.id, prefix, now)))
+            .with(|engine, now| engine.keys(self.id, prefix, now))
     }
 
     /// Live keys that carry *all* of `tags`, sorted. An empty `tags` matches nothing.
     pub fn query_by_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<Vec<String>> {
         self.shared()
-            .with(|engine, now| Ok(engine.query_by_tags(self.id, tags, now)))
+            .with(|engine, now| engine.query_by_tags(self.id, tags, now))
     }
 
     /// Every tag carried by a live key, with its number of live keys, sorted by tag.
     pub fn list_tags(&self) -> Result<Vec<(String, usize)>> {
         self.shared()
-            .with(|engine, now| Ok(engine.list_tags(self.id, now)))
+            .with(|engine, now| engine.list_tags(self.id, now))
     }
 }
 

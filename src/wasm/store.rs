@@ -14,6 +14,7 @@ use std::rc::Rc;
 
 use js_sys::{Array, Function, Promise};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
 
 use super::backend::{Backend, CompactReport};
@@ -24,7 +25,7 @@ use super::convert::{
 };
 use super::options::{memory_config, BackendKind, Durability, OpenOptions};
 use super::scheduler::{self, now};
-use crate::core::{Engine, NsId};
+use crate::core::{BatchOp, Engine, NsId};
 use crate::Error;
 
 /// Retry delays after failed flushes grow from this, doubling, ...
@@ -245,6 +246,41 @@ pub struct JsStore {
 
 const SET_OPTIONS: &[&str] = &["ttl", "tags"];
 
+/// A set of `set(key, value, opts)` or of one `setMany` entry, checked as far as JS types go.
+fn set_op(key: &JsValue, value: &JsValue, opts: &JsValue) -> Result<BatchOp, JsValue> {
+    let key = string(key, "key")?;
+    let (value, kind) = value_in(value)?;
+    let mut ttl_ms = None;
+    let mut tags = Vec::new();
+    for (name, v) in options(opts, "set options", SET_OPTIONS)? {
+        match name.as_str() {
+            "ttl" => ttl_ms = millis(&v, "ttl")?,
+            _ => tags = strings(&v, "tags")?,
+        }
+    }
+    Ok(BatchOp::Set {
+        key,
+        value,
+        kind,
+        ttl_ms,
+        tags,
+    })
+}
+
+/// `value` as an array, or a `TypeError` saying `what`.
+fn array(value: &JsValue, what: &str) -> Result<Array, JsValue> {
+    value.clone().dyn_into().map_err(|_| type_error(what))
+}
+
+/// Prefixes an error's message with the batch entry it is about (`setMany entry 3: ...`).
+fn at_index(error: JsValue, call: &str, index: usize) -> JsValue {
+    if let Some(e) = error.dyn_ref::<js_sys::Error>() {
+        let message = String::from(e.message());
+        e.set_message(&format!("{call} entry {index}: {message}"));
+    }
+    error
+}
+
 fn compact_out(report: CompactReport) -> JsValue {
     let n = |v: u64| JsValue::from_f64(v as f64);
     object(&[
@@ -304,18 +340,62 @@ impl JsStore {
     /// as JSON. Options: `ttl` (ms) and `tags` (string[]). Replaces the whole entry. Throws
     /// (and stores nothing) on bad input.
     pub fn set(&self, key: JsValue, value: JsValue, opts: JsValue) -> Result<(), JsValue> {
-        let key = string(&key, "key")?;
-        let (value, kind) = value_in(&value)?;
-        let mut ttl = None;
-        let mut tags = Vec::new();
-        for (name, v) in options(&opts, "set options", SET_OPTIONS)? {
-            match name.as_str() {
-                "ttl" => ttl = millis(&v, "ttl")?,
-                _ => tags = strings(&v, "tags")?,
-            }
-        }
+        let BatchOp::Set {
+            key,
+            value,
+            kind,
+            ttl_ms,
+            tags,
+        } = set_op(&key, &value, &opts)?
+        else {
+            unreachable!("set_op makes a set");
+        };
         self.shared
-            .with(|e, now| js_result(e.set(self.ns, &key, value, kind, ttl, &tags, now)))
+            .with(|e, now| js_result(e.set(self.ns, &key, value, kind, ttl_ms, &tags, now)))
+    }
+
+    /// Stores many entries as one change: `entries` is an array of `[key, value, options?]`
+    /// (each as for `set`). All or nothing: every entry is checked first, and one bad entry
+    /// throws (naming its index) with nothing stored. Readers see none or all of it, and it
+    /// reaches the backend in one flush — one IndexedDB transaction, one log frame — so a
+    /// crash keeps all of it or none.
+    #[wasm_bindgen(js_name = setMany)]
+    pub fn set_many(&self, entries: JsValue) -> Result<(), JsValue> {
+        let list = array(
+            &entries,
+            "setMany takes an array of [key, value, options?] entries",
+        )?;
+        let mut ops = Vec::with_capacity(list.length() as usize);
+        for (i, entry) in list.iter().enumerate() {
+            let bad = || {
+                type_error(&format!(
+                    "setMany entry {i} must be an array [key, value, options?]"
+                ))
+            };
+            let entry: Array = entry.dyn_into().map_err(|_| bad())?;
+            if !(2..=3).contains(&entry.length()) {
+                return Err(bad());
+            }
+            let op = set_op(&entry.get(0), &entry.get(1), &entry.get(2))
+                .map_err(|e| at_index(e, "setMany", i))?;
+            ops.push(op);
+        }
+        self.apply(ops, "setMany").map(drop)
+    }
+
+    /// Removes many keys as one change (all or nothing, as `setMany`); returns how many held a
+    /// live value. A key that is not a valid key throws (naming its index) and nothing is
+    /// removed.
+    #[wasm_bindgen(js_name = deleteMany)]
+    pub fn delete_many(&self, keys: JsValue) -> Result<u32, JsValue> {
+        let list = array(&keys, "deleteMany takes an array of keys")?;
+        let mut ops = Vec::with_capacity(list.length() as usize);
+        for (i, key) in list.iter().enumerate() {
+            let key = string(&key, "key").map_err(|e| at_index(e, "deleteMany", i))?;
+            ops.push(BatchOp::Delete { key });
+        }
+        self.apply(ops, "deleteMany")
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     /// The value under `key` as it was stored (`Uint8Array`, `string` or JSON value), or
@@ -329,20 +409,24 @@ impl JsStore {
             })
     }
 
-    /// `{ value, metadata: { size, createdAt, updatedAt, expiresAt, tags, kind, compressed } }`
-    /// or `undefined`.
+    /// `{ value, metadata: { size, storedSize, createdAt, updatedAt, expiresAt, tags, kind,
+    /// compressed } }` or `undefined`.
     #[wasm_bindgen(js_name = getWithMetadata)]
     pub fn get_with_metadata(&self, key: JsValue) -> Result<JsValue, JsValue> {
         let key = string(&key, "key")?;
-        self.shared.with(
-            |e, now| match js_result(e.get_with_metadata(self.ns, &key, now))? {
-                Some((value, meta)) => Ok(object(&[
+        let found = self
+            .shared
+            .with(|e, now| js_result(e.get_with_metadata(self.ns, &key, now)))?;
+        match found {
+            Some((value, mut meta)) => {
+                meta.measure_stored_size(&value);
+                Ok(object(&[
                     ("value", value_out(&value, meta.kind)?),
                     ("metadata", metadata_out(&meta)),
-                ])),
-                None => Ok(JsValue::UNDEFINED),
-            },
-        )
+                ]))
+            }
+            None => Ok(JsValue::UNDEFINED),
+        }
     }
 
     /// Whether `key` holds a live value.
@@ -393,23 +477,25 @@ impl JsStore {
             string(&prefix, "prefix")?
         };
         self.shared
-            .with(|e, now| Ok(string_array(e.keys(self.ns, &prefix, now))))
+            .with(|e, now| Ok(string_array(js_result(e.keys(self.ns, &prefix, now))?)))
     }
 
     /// Live keys carrying every one of `tags`, sorted.
     #[wasm_bindgen(js_name = queryByTags)]
     pub fn query_by_tags(&self, tags: JsValue) -> Result<JsValue, JsValue> {
         let tags = strings(&tags, "tags")?;
-        self.shared
-            .with(|e, now| Ok(string_array(e.query_by_tags(self.ns, &tags, now))))
+        self.shared.with(|e, now| {
+            Ok(string_array(js_result(
+                e.query_by_tags(self.ns, &tags, now),
+            )?))
+        })
     }
 
     /// `[{ tag, count }]` for every tag on a live key, sorted by tag.
     #[wasm_bindgen(js_name = listTags)]
     pub fn list_tags(&self) -> Result<JsValue, JsValue> {
         self.shared.with(|e, now| {
-            let list: Array = e
-                .list_tags(self.ns, now)
+            let list: Array = js_result(e.list_tags(self.ns, now))?
                 .into_iter()
                 .map(|(tag, count)| {
                     object(&[
@@ -419,6 +505,14 @@ impl JsStore {
                 })
                 .collect();
             Ok(list.into())
+        })
+    }
+
+    /// Applies batch ops (all or nothing), naming the entry an engine error is about.
+    fn apply(&self, ops: Vec<BatchOp>, call: &str) -> Result<usize, JsValue> {
+        self.shared.with(|e, now| {
+            e.apply(self.ns, &ops, now)
+                .map_err(|err| at_index(to_js(err.error), call, err.index))
         })
     }
 
