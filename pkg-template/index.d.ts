@@ -186,6 +186,15 @@ export class Store {
   has(key: string): boolean;
   /** `true` if the key held a live value. */
   delete(key: string): boolean;
+  /**
+   * Stores many entries as one change: all or nothing. Every entry is checked first; one bad
+   * entry throws (its message names the entry's index) and nothing is stored. Readers see none
+   * or all of it, and it reaches the backend in one flush — one IndexedDB transaction, one
+   * log frame — so a crash keeps all of it or none.
+   */
+  setMany(entries: ReadonlyArray<readonly [key: string, value: Value, options?: SetOptions]>): void;
+  /** Removes many keys as one change (all or nothing, as `setMany`); returns how many held a live value. */
+  deleteMany(keys: readonly string[]): number;
   /** Ms until the key expires, or `undefined` without a TTL or key. */
   ttl(key: string): number | undefined;
   /** Gives a live key a TTL in ms, keeping value and tags; `true` if the key exists. */

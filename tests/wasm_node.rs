@@ -376,3 +376,101 @@ async fn a_flush_commits_every_earlier_write_and_closed_stores_refuse_work() {
         .unwrap_err();
     assert_eq!(get(&err, "code").as_string().as_deref(), Some("Closed"));
 }
+
+#[wasm_bindgen_test]
+fn set_many_stores_all_entries_or_none_and_names_a_bad_one() {
+    let s = store();
+    s.set("old".into(), "x".into(), JsValue::UNDEFINED).unwrap();
+    let keys = |s: &JsStore| -> Vec<String> {
+        Array::from(&s.keys(JsValue::UNDEFINED).unwrap())
+            .iter()
+            .map(|k| k.as_string().unwrap())
+            .collect()
+    };
+    // Bad entries of every sort: the whole call throws, naming the entry, and stores nothing.
+    let cases = [
+        ("[['a', 1], ['', 2]]", "RangeError", "InvalidKey", "entry 1"),
+        (
+            "[['a', 1], ['b', 2, { ttl: -1 }]]",
+            "RangeError",
+            "InvalidTtl",
+            "entry 1",
+        ),
+        (
+            "[['a', 1], ['b', () => 1]]",
+            "TypeError",
+            "InvalidType",
+            "entry 1",
+        ),
+        (
+            "[['a', 1], ['b', 2, { tags: [''] }]]",
+            "RangeError",
+            "InvalidName",
+            "entry 1",
+        ),
+        ("[['a', 1], 'b']", "TypeError", "InvalidType", "entry 1"),
+        ("[['a', 1], ['b']]", "TypeError", "InvalidType", "entry 1"),
+        (
+            "[['a', 1], ['b', 2, {}, 'extra']]",
+            "TypeError",
+            "InvalidType",
+            "entry 1",
+        ),
+        (
+            "[['a', 1], ['b', 2, { color: 'red' }]]",
+            "TypeError",
+            "InvalidType",
+            "color",
+        ),
+        ("[[7, 1]]", "TypeError", "InvalidType", "entry 0"),
+        ("{ a: 1 }", "TypeError", "InvalidType", "array"),
+    ];
+    for (src, ctor, code, says) in cases {
+        let msg = thrown(s.set_many(opts(src)), ctor, code);
+        assert!(msg.contains(says), "{src}: {msg}");
+        assert!(msg.starts_with("tidekv: "), "{src}: {msg}");
+        assert_eq!(keys(&s), ["old"], "{src}");
+    }
+    // A good batch, and a later entry for a key wins as separate calls would.
+    s.set_many(opts(
+        "[['a', 'text'], ['b', { n: 1 }, { ttl: 60000, tags: ['t'] }], ['c', new Uint8Array([7])], ['a', 'again']]",
+    ))
+    .unwrap();
+    assert_eq!(keys(&s), ["a", "b", "c", "old"]);
+    assert_eq!(
+        s.get("a".into()).unwrap().as_string().as_deref(),
+        Some("again")
+    );
+    assert_eq!(
+        get(&s.get("b".into()).unwrap(), "n").as_f64(),
+        Some(1.0),
+        "JSON comes back as JSON"
+    );
+    assert!(s.ttl("b".into()).unwrap().as_f64().is_some());
+    let tagged = Array::from(&s.query_by_tags(opts("['t']")).unwrap());
+    assert_eq!(tagged.get(0).as_string().as_deref(), Some("b"));
+    s.set_many(opts("[]")).unwrap();
+}
+
+#[wasm_bindgen_test]
+fn delete_many_removes_all_keys_or_none_and_counts_the_live_ones() {
+    let s = store();
+    s.set_many(opts("[['a', 1], ['b', 2], ['c', 3]]")).unwrap();
+    let msg = thrown(s.delete_many(opts("['a', 7]")), "TypeError", "InvalidType");
+    assert!(msg.contains("entry 1"), "{msg}");
+    let msg = thrown(s.delete_many(opts("['a', '']")), "RangeError", "InvalidKey");
+    assert!(msg.contains("entry 1"), "{msg}");
+    assert!(s.has("a".into()).unwrap());
+    assert_eq!(
+        s.delete_many(opts("['a', 'c', 'missing', 'a']")).unwrap(),
+        2
+    );
+    let left = Array::from(&s.keys(JsValue::UNDEFINED).unwrap());
+    assert_eq!(left.length(), 1);
+    assert_eq!(left.get(0).as_string().as_deref(), Some("b"));
+    // A namespace handle has its own.
+    let ns = s.namespace("users".into()).unwrap();
+    ns.set_many(opts("[['u1', 'ada']]")).unwrap();
+    assert_eq!(ns.delete_many(opts("['u1', 'b']")).unwrap(), 1);
+    assert!(s.has("b".into()).unwrap());
+}

@@ -272,11 +272,12 @@ fn array(value: &JsValue, what: &str) -> Result<Array, JsValue> {
     value.clone().dyn_into().map_err(|_| type_error(what))
 }
 
-/// Prefixes an error's message with the batch entry it is about (`setMany entry 3: ...`).
+/// Names the batch entry an error is about in its message (`tidekv: setMany entry 3: ...`).
 fn at_index(error: JsValue, call: &str, index: usize) -> JsValue {
     if let Some(e) = error.dyn_ref::<js_sys::Error>() {
         let message = String::from(e.message());
-        e.set_message(&format!("{call} entry {index}: {message}"));
+        let rest = message.strip_prefix("tidekv: ").unwrap_or(&message);
+        e.set_message(&format!("tidekv: {call} entry {index}: {rest}"));
     }
     error
 }

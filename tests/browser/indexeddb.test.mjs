@@ -197,6 +197,57 @@ test('an aborted transaction keeps the data buffered, reports it, and a later ti
   await page.close();
 });
 
+test('setMany and deleteMany reach IndexedDB in one transaction: all of a batch or none of it', async () => {
+  const page = await openPage(context, url);
+  // A batch whose transaction aborts, then the tab goes away: none of it is stored.
+  const aborted = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'batch', flushInterval: 3_600_000 });
+    s.set('before', 'kept');
+    await s.flush();
+    const original = IDBDatabase.prototype.transaction;
+    IDBDatabase.prototype.transaction = function (...args) {
+      const tx = original.apply(this, args);
+      // Abort after the first put has been issued: the batch is part-way through.
+      if (args[1] === 'readwrite') setTimeout(() => tx.abort(), 0);
+      return tx;
+    };
+    s.setMany(Array.from({ length: 300 }, (_, i) => [`b${i}`, { i }, { tags: ['batch'] }]));
+    let rejected = false;
+    try {
+      await s.flush();
+    } catch {
+      rejected = true;
+    }
+    IDBDatabase.prototype.transaction = original;
+    return { rejected, visible: s.queryByTags(['batch']).length };
+  });
+  assert.deepEqual(aborted, { rejected: true, visible: 300 });
+  await reload(page);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'batch' });
+    const afterAbort = s.keys();
+    const original = IDBDatabase.prototype.transaction;
+    let readwrite = 0;
+    IDBDatabase.prototype.transaction = function (...args) {
+      if (args[1] === 'readwrite') readwrite += 1;
+      return original.apply(this, args);
+    };
+    s.setMany(Array.from({ length: 300 }, (_, i) => [`b${i}`, { i }, { tags: ['batch'] }]));
+    await s.flush();
+    const removed = s.deleteMany(['before', 'b0', 'b1', 'missing']);
+    await s.flush();
+    IDBDatabase.prototype.transaction = original;
+    await s.close();
+    const again = await Store.open({ name: 'batch' });
+    const out = { afterAbort, readwrite, removed, count: again.keys().length, b2: again.get('b2'), b0: again.get('b0') };
+    await again.close();
+    return out;
+  });
+  assert.deepEqual(got, { afterAbort: ['before'], readwrite: 2, removed: 3, count: 298, b2: { i: 2 }, b0: undefined });
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
 test('expire events fire from the timer with the key and its namespace', async () => {
   const page = await openPage(context, url);
   const got = await page.evaluate(async () => {

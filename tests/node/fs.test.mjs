@@ -206,3 +206,47 @@ test('without a path, Node.js opens a memory store that keeps nothing', async ()
   await t.close();
   assert.throws(() => t.get('k'), (e) => e.code === 'Closed');
 });
+
+test('a Node.js process killed during setMany batches never leaves part of a batch on disk', async () => {
+  // Each batch sets every key to its batch number; a kill at any point must reopen to one batch.
+  const points = Number(process.env.TIDEKV_CRASH_POINTS ?? 0) > 0
+    ? Math.max(1, Math.floor(Number(process.env.TIDEKV_CRASH_POINTS) / 4)) : 8;
+  const KEYS = 16;
+  const script = `
+    import { Store } from 'tidekv';
+    const s = await Store.open({ path: process.argv[2], name: 'db', flushInterval: 1 });
+    process.stdout.write('READY\\n');
+    for (let v = 1; ; v++) {
+      const pad = 'x'.repeat((v * 7919) % 20000);
+      s.setMany(Array.from({ length: ${KEYS} }, (_, k) => ['k' + k, { v, pad }]));
+      if (v % 3 === 0) { await s.flush(); process.stdout.write('ACK ' + v + '\\n'); }
+      if (v % 50 === 0) await s.compact();
+      await new Promise((r) => setImmediate(r));
+    }
+  `;
+  const file = join(appDir(), `batches-${process.pid}.mjs`);
+  writeFileSync(file, script);
+  const { spawn } = await import('node:child_process');
+  for (let point = 0; point < points; point++) {
+    const path = fresh();
+    const child = spawn(process.execPath, [file, path], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    await new Promise((resolve) => {
+      const check = setInterval(() => {
+        if (out.includes('READY')) { clearInterval(check); resolve(); }
+      }, 5);
+    });
+    await new Promise((r) => setTimeout(r, 20 + ((point * 37) % 300)));
+    child.kill('SIGKILL');
+    await new Promise((r) => child.on('exit', r));
+    const acked = Math.max(0, ...[...out.matchAll(/ACK (\d+)/g)].map((m) => Number(m[1])));
+    const s = await Store.open({ path, name: 'db' });
+    const versions = s.keys().map((k) => s.get(k).v);
+    await s.close();
+    const v = versions.length ? versions[0] : 0;
+    assert.ok(versions.every((x) => x === v), `point ${point}: a partial batch was replayed: ${versions}`);
+    assert.ok(versions.length === 0 || versions.length === KEYS, `point ${point}: ${versions.length} keys`);
+    assert.ok(v >= acked, `point ${point}: batch ${acked} was acknowledged, found ${v}`);
+  }
+});

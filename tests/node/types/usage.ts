@@ -9,6 +9,8 @@ export async function usage(): Promise<void> {
   store.set('bytes', new Uint8Array([1]), { ttl: 1000, tags: ['a'] });
   store.set('text', 'hello');
   store.set('json', { nested: [1, 'two', null, { ok: true }] });
+  store.setMany([['a', 'text'], ['b', new Uint8Array([2]), { ttl: 5 }], ['c', { n: 1 }, { tags: ['t'] }]]);
+  const removed: number = store.deleteMany(['a', 'b']);
   const value: Value | undefined = store.get('text');
   const entry: Entry | undefined = store.getWithMetadata('json');
   const meta: Metadata | undefined = entry?.metadata;
@@ -36,7 +38,11 @@ export async function usage(): Promise<void> {
   memory.set('k', 'v', { ttl: '10s' });
   // @ts-expect-error: functions are not values
   memory.set('k', () => 1);
+  // @ts-expect-error: setMany entries are [key, value, options?] tuples
+  memory.setMany([{ key: 'k', value: 'v' }]);
+  // @ts-expect-error: deleteMany takes keys
+  memory.deleteMany([1]);
   // @ts-expect-error: unknown event
   memory.on('expired', () => {});
-  void [value, expiresAt, ttl, keys, tagged, counts, lastError, report];
+  void [value, expiresAt, ttl, keys, tagged, counts, lastError, report, removed];
 }
