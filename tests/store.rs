@@ -521,3 +521,26 @@ fn an_entry_too_large_for_the_record_format_is_refused_at_set() {
     assert!(matches!(err, Error::ValueTooLarge { .. }), "{err:?}");
     assert_eq!(s.keys("").unwrap(), Vec::<String>::new());
 }
+
+#[test]
+fn a_store_without_a_syncer_reclaims_expired_keys_as_it_is_written_to() {
+    // Regression: with no syncer nothing swept, so a TTL cache grew until the process died.
+    let (s, clock) = store();
+    for i in 0..10_000 {
+        s.set_with(
+            &format!("session:{i}"),
+            "x",
+            SetOptions::new().ttl(Duration::from_secs(1)),
+        )
+        .unwrap();
+    }
+    clock.advance(Duration::from_secs(2));
+    for i in 0..5_000 {
+        s.set(&format!("page:{i}"), "y").unwrap();
+    }
+    let stats = s.stats();
+    // Each write reclaims up to tidekv::core::RECLAIM_PER_WRITE expired keys on its way.
+    assert_eq!(stats.keys, 5_000, "{stats:?}");
+    assert_eq!(stats.expired, 10_000);
+    assert_eq!(s.keys("session:").unwrap(), Vec::<String>::new());
+}

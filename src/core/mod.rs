@@ -59,6 +59,9 @@ pub struct Config {
     pub track_expired: bool,
 }
 
+/// How many expired keys a write reclaims on its way, at most (see `Engine::reclaim_on_write`).
+pub const RECLAIM_PER_WRITE: usize = 4;
+
 /// The default limit on a value's size: 512 MiB.
 pub const DEFAULT_MAX_VALUE_SIZE: u64 = 512 * 1024 * 1024;
 
@@ -441,6 +444,7 @@ impl Engine {
         let space = &mut self.spaces[ns as usize];
         self.buffer.mark(&mut space.pending, key, record_size, now);
         self.stats.sets += 1;
+        self.reclaim_on_write(now);
     }
 
     /// Replaces a live entry's value, TTL and tags, keeping its key allocation and
@@ -591,6 +595,7 @@ impl Engine {
         }
         self.mark(ns, key, now);
         self.stats.deletes += 1;
+        self.reclaim_on_write(now);
         Ok(true)
     }
 
@@ -716,6 +721,20 @@ impl Engine {
     /// Removes up to `budget` keys whose deadline is at or before `now`, earliest first. Costs
     /// O(removed · log n), independent of how many keys are live.
     pub fn sweep(&mut self, now: u64, budget: usize) -> SweepReport {
+        let expired = self.remove_due(now, budget);
+        self.stats.sweeps += 1;
+        self.stats.expired = self.stats.expired_lazy + self.stats.expired_active;
+        let next_deadline = self.deadlines.next_deadline();
+        self.last_sweep_more_due = next_deadline.is_some_and(|d| d <= now);
+        SweepReport {
+            expired,
+            more_due: self.last_sweep_more_due,
+            next_deadline,
+        }
+    }
+
+    /// Removes up to `budget` keys whose deadline is at or before `now`, earliest first.
+    fn remove_due(&mut self, now: u64, budget: usize) -> usize {
         let mut expired = 0;
         while expired < budget {
             let Some((_, ns, key)) = self.deadlines.pop_due(now) else {
@@ -729,14 +748,17 @@ impl Engine {
                 expired += 1;
             }
         }
-        self.stats.sweeps += 1;
-        self.stats.expired = self.stats.expired_lazy + self.stats.expired_active;
-        let next_deadline = self.deadlines.next_deadline();
-        self.last_sweep_more_due = next_deadline.is_some_and(|d| d <= now);
-        SweepReport {
-            expired,
-            more_due: self.last_sweep_more_due,
-            next_deadline,
+        expired
+    }
+
+    /// Every write reclaims up to [`RECLAIM_PER_WRITE`] expired keys on its way, when any are
+    /// due: so memory held by expired keys is given back on every target even when nothing
+    /// ticks (a native store without a syncer, a JS realm whose timers are throttled), at a
+    /// bounded cost per write — one look at the earliest deadline when nothing is due.
+    fn reclaim_on_write(&mut self, now: u64) {
+        if self.deadlines.next_deadline().is_some_and(|d| d <= now) {
+            self.remove_due(now, RECLAIM_PER_WRITE);
+            self.stats.expired = self.stats.expired_lazy + self.stats.expired_active;
         }
     }
 

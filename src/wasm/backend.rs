@@ -41,4 +41,26 @@ pub(crate) trait Backend {
     /// Releases the backend (connections, file handles, the lock). Called once, after the
     /// final flush.
     fn close(self: Rc<Self>) -> Task<()>;
+
+    /// Whether the backend keeps expired records until told (IndexedDB keeps one record per
+    /// key; a log drops them at compaction instead). If so, the store hands it the keys the
+    /// engine expired through [`reclaim_expired`](Backend::reclaim_expired).
+    fn keeps_expired(&self) -> bool {
+        false
+    }
+
+    /// Removes the stored records of `expired` keys (namespace, key) — each only if the record
+    /// stored for it is still expired at `now`, so a newer write (from another tab, say) is
+    /// never removed. Bounded by the number of keys given.
+    fn reclaim_expired(self: Rc<Self>, expired: Vec<(String, String)>, now: u64) -> Task<()> {
+        let _ = (expired, now);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Whether so much of what the backend stores is dead (overwritten, deleted) that a
+    /// compaction should run on its own, given how many keys are live now.
+    fn compaction_due(&self, live_keys: u64) -> bool {
+        let _ = live_keys;
+        false
+    }
 }

@@ -20,7 +20,8 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use js_sys::{Array, Uint8Array};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use web_sys::{IdbDatabase, IdbFactory, IdbObjectStore};
 
 use super::backend::{Backend, CompactReport, Task};
@@ -44,13 +45,14 @@ pub(crate) struct IdbBackend {
 
 impl IdbBackend {
     /// Opens database `name` (creating it if needed) and loads every live record into
-    /// `engine`. `strict` asks the browser to flush to disk before `complete`.
+    /// `engine`. `strict` asks the browser to flush to disk before `complete`. Also returns the
+    /// keys whose stored records had expired: for [`Backend::reclaim_expired`].
     pub(crate) async fn open(
         name: &str,
         strict: bool,
         engine: &mut Engine,
         now: u64,
-    ) -> Result<Rc<IdbBackend>> {
+    ) -> Result<(Rc<IdbBackend>, Vec<(String, String)>)> {
         let factory = idb::factory().ok_or_else(|| {
             Error::Backend(
                 "IndexedDB is not available in this JavaScript realm; pass backend: 'memory'"
@@ -58,16 +60,20 @@ impl IdbBackend {
             )
         })?;
         let db = idb::open(&factory, name, STORE).await?;
-        if let Err(e) = load(&db, engine, now).await {
-            db.close();
-            return Err(e);
-        }
-        Ok(Rc::new(IdbBackend {
+        let expired = match load(&db, engine, now).await {
+            Ok(expired) => expired,
+            Err(e) => {
+                db.close();
+                return Err(e);
+            }
+        };
+        let backend = Rc::new(IdbBackend {
             factory,
             name: name.into(),
             durability: if strict { "strict" } else { "relaxed" },
             db: RefCell::new(Some(db)),
-        }))
+        });
+        Ok((backend, expired))
     }
 
     /// The open connection, reconnecting if it was closed under us.
@@ -80,6 +86,20 @@ impl IdbBackend {
         *self.db.borrow_mut() = Some(db.clone());
         Ok(db)
     }
+}
+
+#[wasm_bindgen(inline_js = r#"
+export function deleteIf(store, keys, test) {
+  for (const key of keys) {
+    const req = store.get(key);
+    req.onsuccess = () => { if (req.result !== undefined && test(req.result)) store.delete(key); };
+  }
+}
+"#)]
+extern "C" {
+    /// Reads each key and deletes it, in the same transaction, if `test(value)` says so.
+    #[wasm_bindgen(js_name = deleteIf)]
+    fn delete_if(store: &IdbObjectStore, keys: &Array, test: &js_sys::Function);
 }
 
 /// The IDB key of a record: `[namespace, key]`.
@@ -108,24 +128,35 @@ fn decode(key: &JsValue, value: &JsValue) -> Result<Record> {
 }
 
 /// Replays every stored record into `engine`, a page at a time, in one readonly transaction.
-async fn load(db: &IdbDatabase, engine: &mut Engine, now: u64) -> Result<()> {
+/// Returns the keys whose records had expired (the engine dropped them).
+async fn load(db: &IdbDatabase, engine: &mut Engine, now: u64) -> Result<Vec<(String, String)>> {
     let (_tx, store) = idb::transaction(db, STORE, false, "relaxed")?;
     // One record per key: the count sizes the keyspace once, before the first page.
     let count = idb::request(store.count(), "count")?.result().await?;
     engine.reserve_for_load(count.as_f64().unwrap_or(0.0) as usize);
     let mut after: Option<JsValue> = None;
+    let mut expired = Vec::new();
     loop {
         let (keys, values) = idb::page(&store, after.as_ref(), PAGE).await?;
         let n = values.length().min(keys.length());
         for i in 0..n {
-            engine.load(decode(&keys.get(i), &values.get(i))?, now)?;
+            let record = decode(&keys.get(i), &values.get(i))?;
+            if is_expired(&record, now) {
+                expired.push((record.namespace().into(), record.key().into()));
+            }
+            engine.load(record, now)?;
         }
         if n < PAGE {
             engine.finish_load();
-            return Ok(());
+            return Ok(expired);
         }
         after = Some(keys.get(n - 1));
     }
+}
+
+/// Whether `record` is a Put whose deadline has passed at `now`.
+fn is_expired(record: &Record, now: u64) -> bool {
+    matches!(record, Record::Put(p) if p.expires_at.is_some_and(|d| d <= now))
 }
 
 /// Issues one request per record, without awaiting any.
@@ -165,44 +196,90 @@ impl Backend for IdbBackend {
         })
     }
 
+    /// Deletes every stored record whose key is not in `live`, a page of [`PAGE`] records per
+    /// transaction, so memory stays bounded by one page however large the database is. Safe
+    /// to stop between pages: every record a page deletes is dead.
     fn compact(self: Rc<Self>, live: Vec<Record>) -> Task<CompactReport> {
         Box::pin(async move {
-            let db = self.connection().await?;
-            let (tx, store) = idb::transaction(&db, STORE, true, self.durability)?;
-            let committed = idb::committed(&tx);
-            let keys = idb::request(store.get_all_keys(), "compaction read")?;
-            let values = idb::request(store.get_all(), "compaction read")?;
-            let keys: Array = keys.result().await?.unchecked_into();
-            let values: Array = values.result().await?.unchecked_into();
             let wanted: HashSet<(&str, &str)> =
                 live.iter().map(|r| (r.namespace(), r.key())).collect();
             let mut report = CompactReport::default();
-            for (key, value) in keys.iter().zip(values.iter()) {
-                let size = value
-                    .dyn_ref::<Uint8Array>()
-                    .map_or(0, |v| u64::from(v.byte_length()));
-                report.records_before += 1;
-                report.bytes_before += size;
-                let pair = key
-                    .dyn_ref::<Array>()
-                    .map(|a| (a.get(0).as_string(), a.get(1).as_string()));
-                let keep = matches!(&pair, Some((Some(ns), Some(k))) if wanted.contains(&(ns.as_str(), k.as_str())));
-                if keep {
-                    report.records_after += 1;
-                    report.bytes_after += size;
-                } else if let Err(e) = store.delete(&key) {
-                    let _ = tx.abort();
-                    let _ = committed.await;
-                    return Err(idb::error("compaction delete", &e));
+            let mut after: Option<JsValue> = None;
+            loop {
+                let db = self.connection().await?;
+                let (tx, store) = idb::transaction(&db, STORE, true, self.durability)?;
+                let committed = idb::committed(&tx);
+                let (keys, values) = match idb::page(&store, after.as_ref(), PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.abort();
+                        let _ = committed.await;
+                        return Err(e);
+                    }
+                };
+                let n = values.length().min(keys.length());
+                for i in 0..n {
+                    let (key, value) = (keys.get(i), values.get(i));
+                    let size = value
+                        .dyn_ref::<Uint8Array>()
+                        .map_or(0, |v| u64::from(v.byte_length()));
+                    report.records_before += 1;
+                    report.bytes_before += size;
+                    let pair = key
+                        .dyn_ref::<Array>()
+                        .map(|a| (a.get(0).as_string(), a.get(1).as_string()));
+                    let keep = matches!(&pair, Some((Some(ns), Some(k))) if wanted.contains(&(ns.as_str(), k.as_str())));
+                    if keep {
+                        report.records_after += 1;
+                        report.bytes_after += size;
+                    } else if let Err(e) = store.delete(&key) {
+                        let _ = tx.abort();
+                        let _ = committed.await;
+                        return Err(idb::error("compaction delete", &e));
+                    }
                 }
+                committed
+                    .await
+                    .map_err(|e| idb::error("compaction transaction", &e))?;
+                if n < PAGE {
+                    return Ok(report);
+                }
+                after = Some(keys.get(n - 1));
             }
-            committed
-                .await
-                .map_err(|e| idb::error("compaction transaction", &e))?;
-            Ok(report)
         })
     }
 
+    fn keeps_expired(&self) -> bool {
+        true
+    }
+
+    /// One readwrite transaction: each key's record is read and deleted only if it is still
+    /// an expired Put (the check and the delete happen in the same transaction, so a record
+    /// another tab wrote meanwhile is never removed).
+    fn reclaim_expired(self: Rc<Self>, expired: Vec<(String, String)>, now: u64) -> Task<()> {
+        Box::pin(async move {
+            if expired.is_empty() {
+                return Ok(());
+            }
+            let db = self.connection().await?;
+            let (tx, store) = idb::transaction(&db, STORE, true, self.durability)?;
+            let committed = idb::committed(&tx);
+            let keys: Array = expired.iter().map(|(ns, key)| idb_key(ns, key)).collect();
+            let still_expired = Closure::<dyn Fn(JsValue) -> bool>::new(move |value: JsValue| {
+                let Some(bytes) = value.dyn_ref::<Uint8Array>() else {
+                    return false;
+                };
+                matches!(Record::decode(&bytes.to_vec()), Ok((record, _)) if is_expired(&record, now))
+            });
+            delete_if(&store, &keys, still_expired.as_ref().unchecked_ref());
+            let result = committed
+                .await
+                .map(drop)
+                .map_err(|e| idb::error("expiry reclaim transaction", &e));
+            drop(still_expired);
+            result
+        })
+    }
     fn close(self: Rc<Self>) -> Task<()> {
         Box::pin(async move {
             if let Some(db) = self.db.borrow_mut().take() {

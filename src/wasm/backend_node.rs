@@ -26,15 +26,19 @@ use wasm_bindgen::JsCast;
 use super::backend::{Backend, CompactReport, Task};
 use super::options::Durability;
 use crate::core::log::{
-    classify_file_name, compaction_ids, encode_frame, encode_segment_header, estimate_records,
-    scan_segment, segment_file_name, CorruptPolicy, FileKind, LOCK_FILE_NAME, NODE_OWNER_FILE_NAME,
-    SEGMENT_HEADER_LEN, TEMP_SUFFIX,
+    classify_file_name, compaction_due, compaction_ids, encode_frame, encode_segment_header,
+    estimate_records, scan_segment, segment_file_name, CorruptPolicy, FileKind, LOCK_FILE_NAME,
+    NODE_OWNER_FILE_NAME, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
 };
 use crate::core::Engine;
 use crate::{Batch, Error, Record, Result};
 
 /// A segment is sealed and a new one started past this size (the native default).
 const SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+/// Automatic compaction waits until the log holds at least this much (the native default)...
+const COMPACTION_MIN_SIZE: u64 = 16 * 1024 * 1024;
+/// ... and at least this share of its records are dead (overwritten or deleted).
+const COMPACTION_RATIO: f64 = 0.5;
 
 #[wasm_bindgen(inline_js = r#"
 import * as fsp from 'node:fs/promises';
@@ -209,6 +213,8 @@ pub(crate) struct FsBackend {
     segments: RefCell<BTreeMap<u64, SegInfo>>,
     next_id: Cell<u64>,
     locked: Cell<bool>,
+    /// After a failed compaction, no automatic one below this many bytes on disk.
+    retry_compaction_at: Cell<u64>,
 }
 
 impl FsBackend {
@@ -237,6 +243,7 @@ impl FsBackend {
             segments: RefCell::new(BTreeMap::new()),
             next_id: Cell::new(1),
             locked: Cell::new(true),
+            retry_compaction_at: Cell::new(0),
         });
         if let Err(e) = backend.replay(engine, now).await {
             backend.release().await;
@@ -502,6 +509,8 @@ impl FsBackend {
         }
         .await;
         if let Err(e) = written {
+            let disk: u64 = self.segments.borrow().values().map(|s| s.bytes).sum();
+            self.retry_compaction_at.set(disk.saturating_mul(2));
             for id in first..=last {
                 let path = self.file(&segment_file_name(id));
                 let _ = remove_file(&format!("{path}{TEMP_SUFFIX}")).await;
@@ -530,6 +539,7 @@ impl FsBackend {
             report.records_before += info.records;
         }
         sync_dir(&self.dir).await.map_err(io)?;
+        self.retry_compaction_at.set(0);
         Ok(report)
     }
 
@@ -556,5 +566,17 @@ impl Backend for FsBackend {
             self.release().await;
             sealed
         })
+    }
+
+    /// Judged by records, not bytes (the backend keeps no per-key index): every live key has
+    /// one newest record in the log, so the records beyond `live_keys` are dead. Due once the
+    /// log holds [`COMPACTION_MIN_SIZE`] and half its records are dead.
+    fn compaction_due(&self, live_keys: u64) -> bool {
+        let segments = self.segments.borrow();
+        let disk: u64 = segments.values().map(|s| s.bytes).sum();
+        let records: u64 = segments.values().map(|s| s.records).sum();
+        self.locked.get()
+            && disk >= COMPACTION_MIN_SIZE.max(self.retry_compaction_at.get())
+            && compaction_due(records, live_keys.min(records), 1, COMPACTION_RATIO)
     }
 }

@@ -53,11 +53,27 @@ pub(crate) struct Shared {
     failures: Cell<u32>,
     retry_at: Cell<u64>,
     listeners: RefCell<Listeners>,
+    /// Expired keys whose stored records the backend still has to remove
+    /// ([`Backend::keeps_expired`]), and whether a job for them is queued.
+    reclaim: RefCell<Vec<(String, String)>>,
+    reclaim_queued: Cell<bool>,
+    /// An automatic compaction is queued.
+    compaction_queued: Cell<bool>,
 }
 
+/// Expired keys one reclaim job hands the backend, at most.
+const RECLAIM_BATCH: usize = 1_000;
+
 impl Shared {
-    fn new(engine: Engine, backend: Option<Rc<dyn Backend>>) -> Rc<Shared> {
+    fn new(
+        mut engine: Engine,
+        backend: Option<Rc<dyn Backend>>,
+        reclaim: Vec<(String, String)>,
+    ) -> Rc<Shared> {
         let persistent = backend.is_some();
+        if backend.as_ref().is_some_and(|b| b.keeps_expired()) {
+            engine.set_track_expired(true);
+        }
         let shared = Rc::new(Shared {
             engine: RefCell::new(engine),
             backend,
@@ -67,6 +83,9 @@ impl Shared {
             failures: Cell::new(0),
             retry_at: Cell::new(0),
             listeners: RefCell::default(),
+            reclaim: RefCell::new(reclaim),
+            reclaim_queued: Cell::new(false),
+            compaction_queued: Cell::new(false),
         });
         scheduler::register(&shared, persistent);
         shared
@@ -126,7 +145,13 @@ impl Shared {
             // Backing off after a failure: come back when the retry is due, not every tick.
             delay = delay.max((retry_at - now).min(max_tick));
         }
+        self.start_reclaim();
         Some(delay)
+    }
+
+    /// Whether the backend needs the expired keys (see [`Backend::keeps_expired`]).
+    fn keeps_expired(&self) -> bool {
+        self.backend.as_ref().is_some_and(|b| b.keeps_expired())
     }
 
     /// Whether anything waits for the backend.
@@ -164,6 +189,70 @@ impl Shared {
         done
     }
 
+    /// Queues a job that hands the backend the next expired keys whose records it still keeps
+    /// (once, however often it is asked before the job runs).
+    fn start_reclaim(self: &Rc<Self>) {
+        if self.closed.get() || self.reclaim.borrow().is_empty() || self.reclaim_queued.get() {
+            return;
+        }
+        self.reclaim_queued.set(true);
+        let done = self.queue(|me| async move {
+            me.reclaim_queued.set(false);
+            let keys: Vec<(String, String)> = {
+                let mut queue = me.reclaim.borrow_mut();
+                let n = queue.len().min(RECLAIM_BATCH);
+                queue.drain(..n).collect()
+            };
+            let Some(backend) = me.backend.clone() else {
+                return Ok(JsValue::UNDEFINED);
+            };
+            if let Err(e) = backend.reclaim_expired(keys.clone(), now()).await {
+                // Kept for the next tick; the error is reported like a failed flush's.
+                me.reclaim.borrow_mut().extend(keys);
+                me.emit_error(&to_js(e));
+            }
+            Ok(JsValue::UNDEFINED)
+        });
+        spawn_local(async move {
+            let _ = JsFuture::from(done).await;
+        });
+    }
+
+    /// Compacts the backend to exactly the live entries (after a flush, so nothing is pending).
+    async fn compact_now(self: Rc<Self>) -> Result<CompactReport, JsValue> {
+        self.clone().flush_now().await?;
+        let live = self.engine.borrow().snapshot(now());
+        match self.backend.clone() {
+            Some(backend) => backend.compact(live).await.map_err(|e| {
+                let error = to_js(e);
+                self.emit_error(&error);
+                error
+            }),
+            None => Ok(CompactReport::default()),
+        }
+    }
+
+    /// Queues a compaction if the backend says enough of what it stores is dead.
+    fn compact_if_due(self: &Rc<Self>) {
+        let Some(backend) = &self.backend else {
+            return;
+        };
+        let live_keys = self.engine.borrow().stats().keys;
+        if self.closed.get() || self.compaction_queued.get() || !backend.compaction_due(live_keys) {
+            return;
+        }
+        self.compaction_queued.set(true);
+        let done = self.queue(|me| async move {
+            let result = me.clone().compact_now().await;
+            me.compaction_queued.set(false);
+            result.map(|_| JsValue::UNDEFINED)
+        });
+        spawn_local(async move {
+            // A failure was reported through the `error` event.
+            let _ = JsFuture::from(done).await;
+        });
+    }
+
     /// Writes everything pending as one batch and waits for the backend. On failure the batch
     /// goes back to the buffer, `error` listeners hear about it, and ticks retry with backoff.
     async fn flush_now(self: Rc<Self>) -> Result<(), JsValue> {
@@ -183,6 +272,7 @@ impl Shared {
                 self.engine.borrow_mut().ack(id);
                 self.failures.set(0);
                 self.retry_at.set(0);
+                self.compact_if_due();
                 Ok(())
             }
             Err(e) => {
@@ -212,6 +302,9 @@ impl Shared {
     fn emit_expired(&self, expired: Vec<(String, String)>) {
         if expired.is_empty() {
             return;
+        }
+        if self.backend.as_ref().is_some_and(|b| b.keeps_expired()) {
+            self.reclaim.borrow_mut().extend(expired.iter().cloned());
         }
         let listeners = self.listeners.borrow().expire.clone();
         for (namespace, key) in expired {
@@ -307,6 +400,7 @@ impl JsStore {
         let opts = OpenOptions::parse(&opts)?;
         let mut engine = js_result(Engine::new(opts.config.clone()))?;
         let now = now();
+        let mut expired = Vec::new();
         let backend: Option<Rc<dyn Backend>> = match opts.backend {
             BackendKind::Memory => None,
             BackendKind::IndexedDb => {
@@ -314,16 +408,17 @@ impl JsStore {
                     opts.durability,
                     Some(Durability::Fsync | Durability::Strict)
                 );
-                Some(js_result(
-                    IdbBackend::open(&opts.name, strict, &mut engine, now).await,
-                )?)
+                let (backend, stale) =
+                    js_result(IdbBackend::open(&opts.name, strict, &mut engine, now).await)?;
+                expired = stale;
+                Some(backend)
             }
             BackendKind::Fs => Some(open_fs(&opts, &mut engine, now).await?),
         };
-        Ok(JsStore {
-            shared: Shared::new(engine, backend),
-            ns: 0,
-        })
+        let shared = Shared::new(engine, backend, expired);
+        // Records that expired while the store was closed go at once, not at the first tick.
+        shared.start_reclaim();
+        Ok(JsStore { shared, ns: 0 })
     }
 
     /// An in-memory store. Options: `bufferSize` (bytes, default 1 MiB), `flushInterval` (ms,
@@ -332,7 +427,7 @@ impl JsStore {
     pub fn memory(opts: JsValue) -> Result<JsStore, JsValue> {
         let engine = js_result(Engine::new(memory_config(&opts)?))?;
         Ok(JsStore {
-            shared: Shared::new(engine, None),
+            shared: Shared::new(engine, None, Vec::new()),
             ns: 0,
         })
     }
@@ -563,7 +658,7 @@ impl JsStore {
         if !list.iter().any(|l| l == &listener) {
             list.push(listener);
         }
-        let tracking = !all.expire.is_empty();
+        let tracking = !all.expire.is_empty() || self.shared.keeps_expired();
         self.shared.engine.borrow_mut().set_track_expired(tracking);
         Ok(())
     }
@@ -577,7 +672,7 @@ impl JsStore {
         } else {
             all.error.retain(|l| l != &listener);
         }
-        let tracking = !all.expire.is_empty();
+        let tracking = !all.expire.is_empty() || self.shared.keeps_expired();
         self.shared.engine.borrow_mut().set_track_expired(tracking);
         Ok(())
     }
@@ -596,19 +691,8 @@ impl JsStore {
         if self.shared.closed.get() {
             return Promise::reject(&to_js(Error::Closed));
         }
-        self.shared.queue(|me| async move {
-            me.clone().flush_now().await?;
-            let live = me.engine.borrow().snapshot(now());
-            let report = match me.backend.clone() {
-                Some(backend) => backend.compact(live).await.map_err(|e| {
-                    let error = to_js(e);
-                    me.emit_error(&error);
-                    error
-                })?,
-                None => CompactReport::default(),
-            };
-            Ok(compact_out(report))
-        })
+        self.shared
+            .queue(|me| async move { Ok(compact_out(me.compact_now().await?)) })
     }
 
     /// Stops the timers, flushes, and releases the backend (connection, files, lock); every

@@ -248,6 +248,78 @@ test('setMany and deleteMany reach IndexedDB in one transaction: all of a batch 
   await page.close();
 });
 
+test('expired records are deleted from IndexedDB, whether they expire while open or while closed', async () => {
+  // Regression: expired records stayed in IndexedDB for ever, and every open read them again.
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    const stored = (name) => new Promise((resolve, reject) => {
+      const req = indexedDB.open(name);
+      req.onerror = () => reject(req.error);
+      req.onsuccess = () => {
+        const db = req.result;
+        const keys = db.transaction('records').objectStore('records').getAllKeys();
+        keys.onsuccess = () => { db.close(); resolve(keys.result.map((k) => k[1]).sort()); };
+      };
+    });
+    const until = async (name, want) => {
+      for (let i = 0; i < 300; i++) {
+        const keys = await stored(name);
+        if (JSON.stringify(keys) === JSON.stringify(want)) return keys;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return stored(name);
+    };
+    // Expiring while the store is open: the sweep finds it, the record goes.
+    const s = await Store.open({ name: 'reclaim-open', flushInterval: 20 });
+    s.set('short', 'x', { ttl: 150 });
+    s.set('long', 'y');
+    await s.flush();
+    const before = await stored('reclaim-open');
+    const whileOpen = await until('reclaim-open', ['long']);
+    await s.close();
+    // Expiring while it is closed: the next open drops it and deletes the record.
+    const t = await Store.open({ name: 'reclaim-closed' });
+    t.set('gone', 'x', { ttl: 100 });
+    t.set('kept', 'y');
+    await t.close();
+    await new Promise((r) => setTimeout(r, 200));
+    const u = await Store.open({ name: 'reclaim-closed' });
+    const afterOpen = await until('reclaim-closed', ['kept']);
+    const visible = u.keys();
+    await u.close();
+    return { before, whileOpen, afterOpen, visible };
+  });
+  assert.deepEqual(got, {
+    before: ['long', 'short'],
+    whileOpen: ['long'],
+    afterOpen: ['kept'],
+    visible: ['kept'],
+  });
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test('a reclaim never deletes a record that was written again after it expired', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'reclaim-race', flushInterval: 20 });
+    s.set('k', 'old', { ttl: 50 });
+    await s.flush();
+    await new Promise((r) => setTimeout(r, 100));
+    s.sweepExpired(); // "k" expires here and is queued for reclaim ...
+    s.set('k', 'new'); // ... and is written again before the reclaim runs
+    await s.flush();
+    await new Promise((r) => setTimeout(r, 300));
+    await s.close();
+    const t = await Store.open({ name: 'reclaim-race' });
+    const value = t.get('k');
+    await t.close();
+    return value;
+  });
+  assert.equal(got, 'new');
+  await page.close();
+});
+
 test('expire events fire from the timer with the key and its namespace', async () => {
   const page = await openPage(context, url);
   const got = await page.evaluate(async () => {
