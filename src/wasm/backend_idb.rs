@@ -13,7 +13,15 @@
 //! database, this connection closes itself (so the other tab is not blocked) and the next write
 //! reconnects.
 //!
-//! Request and transaction plumbing lives in [`super::idb`]; this file never touches callbacks.
+//! Records do not leave IndexedDB by being overwritten alone: the keys the engine expires (and
+//! the expired records an open skips) are handed back through [`Backend::reclaim_expired`],
+//! and each is deleted in a transaction that first reads it and checks it is still expired, so
+//! a record written again meanwhile — by this tab or another — stays. `compact()` deletes dead
+//! records a page at a time, never holding the whole database in memory.
+//!
+//! Request and transaction plumbing lives in [`super::idb`]; this file touches one callback,
+//! the read-check-delete of a reclaim, which must issue its delete inside the read's
+//! `success` event to stay in the same transaction.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
