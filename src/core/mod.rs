@@ -137,13 +137,24 @@ fn validate_name(what: &str, name: &str, empty_ok: bool) -> Result<()> {
     })
 }
 
+/// The latest deadline accepted: 2^53 - 1 ms after the Unix epoch (about the year 287,000),
+/// the largest whole number of ms JavaScript represents exactly, so a deadline reads the same on
+/// every target (`expiresAt` in JS, `expires_at` in Rust).
+pub const MAX_DEADLINE_MS: u64 = (1 << 53) - 1;
+
 /// Turns a TTL in ms into an absolute deadline.
 fn deadline(now: u64, ttl_ms: u64) -> Result<u64> {
     if ttl_ms == 0 {
         return Err(Error::InvalidTtl("a TTL must be at least 1 ms".into()));
     }
     now.checked_add(ttl_ms)
-        .ok_or_else(|| Error::InvalidTtl("the TTL is too large: its deadline overflows".into()))
+        .filter(|d| *d <= MAX_DEADLINE_MS)
+        .ok_or_else(|| {
+            Error::InvalidTtl(alloc::format!(
+                "the TTL of {ttl_ms} ms is too large: its deadline would pass 2^53 - 1 ms after \
+                 the Unix epoch, the latest every target represents exactly"
+            ))
+        })
 }
 
 /// One change of an atomic batch ([`Engine::apply`]).

@@ -433,6 +433,17 @@ impl Store {
         options.log.validate()?;
         let db_dir = dir.as_ref().join(&options.db);
         if !db_dir.is_dir() {
+            // A file where a directory must be (the path, the database, or a parent of them):
+            // say so, and never touch the file.
+            if let Some(file) = db_dir.ancestors().find(|p| p.is_file()) {
+                return Err(Error::InvalidOption {
+                    option: "dir".into(),
+                    reason: format!(
+                        "{} is a file, not a directory: a store needs a directory there",
+                        file.display()
+                    ),
+                });
+            }
             std::fs::create_dir_all(&db_dir)?;
             // Make the new directory's name durable before anything in it is.
             sync_dir(dir.as_ref())?;

@@ -55,6 +55,15 @@ export function joinPath(a, b) { return join(a, b); }
 export function describe(e) { return e && e.message ? String(e.message) : String(e); }
 export function warn(message) { console.warn(message); }
 export async function mkdirp(path) { await fsp.mkdir(path, { recursive: true }); }
+export async function fileAlong(path) {
+  for (let p = path; ; ) {
+    const st = await fsp.stat(p).catch(() => null);
+    if (st) return st.isDirectory() ? null : p;
+    const parent = join(p, '..');
+    if (parent === p) return null;
+    p = parent;
+  }
+}
 export async function listDir(path) { return await fsp.readdir(path); }
 export async function fileSize(path) { return (await fsp.stat(path)).size; }
 export async function readBytes(path) {
@@ -143,6 +152,8 @@ extern "C" {
     async fn truncate_synced(path: &str, len: f64) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch)]
     async fn mkdirp(path: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = fileAlong)]
+    async fn file_along(path: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = listDir)]
     async fn list_dir(path: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = fileSize)]
@@ -229,6 +240,15 @@ impl FsBackend {
         now: u64,
     ) -> Result<Rc<FsBackend>> {
         let dir = join_path(path, name);
+        // A file where a directory must be: say so, and never touch the file.
+        if let Some(file) = file_along(&dir).await.map_err(io)?.as_string() {
+            return Err(Error::InvalidOption {
+                option: "path".into(),
+                reason: format!(
+                    "{file} is a file, not a directory: a store needs a directory there"
+                ),
+            });
+        }
         mkdirp(&dir).await.map_err(io)?;
         let got = acquire_lock(&dir, LOCK_FILE_NAME, NODE_OWNER_FILE_NAME)
             .await

@@ -1,7 +1,9 @@
 // Serves the installed package and the test page on 127.0.0.1, and drives Debian's chromium
 // through playwright-core (no browser download).
 import { createServer } from 'node:http';
+import { mkdtempSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { extname, join, normalize } from 'node:path';
 import { chromium } from 'playwright-core';
 import { appDir, repo } from '../node/package.mjs';
@@ -26,12 +28,24 @@ export async function startServer() {
   return { server, url: `http://127.0.0.1:${server.address().port}/` };
 }
 
+const LAUNCH = {
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+};
+
 export async function launch() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  return chromium.launch(LAUNCH);
+}
+
+/**
+ * A browser with a profile on disk (a context that is not off the record), for what only such a
+ * profile does: storage quota enforcement (DevTools' `Storage.overrideQuotaForOrigin`).
+ * Close the returned context to end it.
+ */
+export async function launchWithProfile() {
+  const profile = mkdtempSync(join(tmpdir(), 'tidekv-profile-'));
+  return chromium.launchPersistentContext(profile, LAUNCH);
 }
 
 /** A page with the package loaded (`window.Store`). */

@@ -2,7 +2,7 @@
 // (`<script type="module">` + import map): the IndexedDB backend, ticks and events.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { launch, openPage, reload, startServer } from './harness.mjs';
+import { launch, launchWithProfile, openPage, reload, startServer } from './harness.mjs';
 
 let server;
 let url;
@@ -318,6 +318,56 @@ test('a reclaim never deletes a record that was written again after it expired',
   });
   assert.equal(got, 'new');
   await page.close();
+});
+
+test('a real QuotaExceededError keeps the data buffered, says so, and the data lands once there is room', async () => {
+  // Quota is enforced only for a profile on disk, and from before the database is opened: this
+  // test has a browser of its own, and sets a 64 KiB quota first.
+  const profile = await launchWithProfile();
+  try {
+    const page = await openPage(profile, url);
+    const cdp = await profile.newCDPSession(page);
+    const origin = new URL(url).origin;
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 64 * 1024 });
+    const full = await page.evaluate(async () => {
+      const s = await Store.open({ name: 'quota', flushInterval: 3_600_000 });
+      window.quotaStore = s;
+      s.set('before', 'kept');
+      await s.flush();
+      const events = [];
+      s.on('error', (e) => events.push(e.message.includes('QuotaExceededError')));
+      // Random bytes: IndexedDB compresses values, so a repeated string would fit anyway.
+      s.setMany(Array.from({ length: 40 }, (_, i) => [`big${i}`, crypto.getRandomValues(new Uint8Array(64 * 1024))]));
+      let rejected = null;
+      try {
+        await s.flush();
+      } catch (e) {
+        rejected = { code: e.code, quota: e.message.includes('QuotaExceededError') };
+      }
+      // The flush, and any retry the scheduler made meanwhile, each say why.
+      const said = events.length > 0 && events.every(Boolean);
+      return { rejected, said, buffered: s.stats().bufferBytes > 0, readable: s.get('big3')?.length };
+    });
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+    const after = await page.evaluate(async () => {
+      const s = window.quotaStore;
+      await s.flush();
+      await s.close();
+      const t = await Store.open({ name: 'quota' });
+      const out = { keys: t.keys().length, before: t.get('before') };
+      await t.close();
+      return out;
+    });
+    assert.deepEqual(full, {
+      rejected: { code: 'Backend', quota: true },
+      said: true,
+      buffered: true,
+      readable: 64 * 1024,
+    });
+    assert.deepEqual(after, { keys: 41, before: 'kept' });
+  } finally {
+    await profile.close();
+  }
 });
 
 test('expire events fire from the timer with the key and its namespace', async () => {
