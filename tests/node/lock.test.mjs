@@ -9,7 +9,7 @@ import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { before, test } from 'node:test';
+import { after, before, test } from 'node:test';
 import { appDir, importTidekv, repo } from './package.mjs';
 
 let Store;
@@ -35,9 +35,15 @@ function script(source) {
   return file;
 }
 
+/** Every child spawned here: a failed test must not leave one running (nor hang the suite). */
+const children = new Set();
+after(() => { for (const proc of children) proc.kill('SIGKILL'); });
+
 /** A child process whose stdout lines arrive through `next()`. */
 function child(command, args, stderr = 'inherit') {
   const proc = spawn(command, args, { stdio: ['pipe', 'pipe', stderr] });
+  children.add(proc);
+  proc.on('exit', () => children.delete(proc));
   proc.stdin.on('error', () => {}); // a child that already exited
   const lines = createInterface({ input: proc.stdout })[Symbol.asyncIterator]();
   return {
