@@ -9,8 +9,9 @@
 //!
 //! ## Layout
 //! ```text
-//! <dir>/<db>/LOCK                          exclusive lock file (held while the db is open)
-//! <dir>/<db>/LOCK.node                     pid of the Node.js process that has the db open
+//! <dir>/<db>/LOCK                          OS lock file (flock-ed by a native process)
+//! <dir>/<db>/LOCK.owner.<16 hex digits>    owner socket of lock generation <n>
+//! <dir>/<db>/LOCK.owner.tmp-<16 hex>       an owner socket not linked to a generation yet
 //! <dir>/<db>/seg-<16 hex digits>.tkv       a segment, replayed in ascending id order
 //! <dir>/<db>/seg-<16 hex digits>.tkv.tmp   a segment being created; ignored and removed at open
 //! segment = header (32 bytes) then frames
@@ -51,10 +52,13 @@ pub const SEGMENT_HEADER_LEN: usize = 32;
 pub const FRAME_HEADER_LEN: usize = 32;
 /// The name of the lock file inside a database directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
-/// The file a Node.js process creates (exclusively, holding its pid) while it has the database
-/// open, because Node cannot take the OS lock on [`LOCK_FILE_NAME`]. A native process refuses a
-/// database whose owner file names a live process.
-pub const NODE_OWNER_FILE_NAME: &str = "LOCK.node";
+/// The prefix of every owner socket: a process that has the database open (native or Node.js)
+/// listens on a Unix socket linked in as [`lock_owner_file_name`] of one generation, so another
+/// process can tell a live holder (connect succeeds) from a dead one (connect is refused).
+pub const LOCK_OWNER_PREFIX: &str = "LOCK.owner.";
+/// The prefix of an owner socket that is bound but not linked to a generation yet: a process
+/// listens there first, so its socket is live before anyone can see it under a generation name.
+pub const LOCK_OWNER_TEMP_PREFIX: &str = "LOCK.owner.tmp-";
 /// The suffix of a file that is being written and is not part of the log yet.
 pub const TEMP_SUFFIX: &str = ".tmp";
 /// The longest database name, in bytes.
@@ -69,6 +73,30 @@ pub fn segment_file_name(id: u64) -> String {
     format!("{SEGMENT_PREFIX}{id:016x}{SEGMENT_SUFFIX}")
 }
 
+/// The owner socket of lock generation `gen`: [`LOCK_OWNER_PREFIX`] + 16 lower-case hex digits.
+pub fn lock_owner_file_name(gen: u64) -> String {
+    format!("{LOCK_OWNER_PREFIX}{gen:016x}")
+}
+
+/// The temporary owner socket with random `nonce`: [`LOCK_OWNER_TEMP_PREFIX`] + 16 hex digits.
+pub fn lock_owner_temp_name(nonce: u64) -> String {
+    format!("{LOCK_OWNER_TEMP_PREFIX}{nonce:016x}")
+}
+
+/// The generation of an owner socket name, or `None` if `name` is not exactly one (a temporary
+/// owner socket is not).
+pub fn parse_lock_owner_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix(LOCK_OWNER_PREFIX)?;
+    if hex.len() != 16
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
 /// What a file found in a database directory is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
@@ -77,7 +105,7 @@ pub enum FileKind {
     /// A leftover temporary file (a segment or compaction output that was never renamed into
     /// place): safe to delete at open.
     Temp,
-    /// The lock file, or the Node.js owner file.
+    /// The lock file, or an owner socket (of a generation or temporary).
     Lock,
     /// Anything else: left alone.
     Other,
@@ -86,7 +114,7 @@ pub enum FileKind {
 /// Classifies a file name found in a database directory. Only exact segment names (16
 /// lower-case hex digits) count as segments.
 pub fn classify_file_name(name: &str) -> FileKind {
-    if name == LOCK_FILE_NAME || name == NODE_OWNER_FILE_NAME {
+    if name == LOCK_FILE_NAME || name.starts_with(LOCK_OWNER_PREFIX) {
         return FileKind::Lock;
     }
     if let Some(base) = name.strip_suffix(TEMP_SUFFIX) {
@@ -628,6 +656,30 @@ mod tests {
             assert_eq!(classify_file_name(bad), FileKind::Other, "{bad}");
         }
         assert!(segment_file_name(9) < segment_file_name(10));
+    }
+
+    #[test]
+    fn lock_owner_names_round_trip_and_count_as_lock_files() {
+        assert_eq!(lock_owner_file_name(255), "LOCK.owner.00000000000000ff");
+        assert_eq!(
+            parse_lock_owner_file_name("LOCK.owner.00000000000000ff"),
+            Some(255)
+        );
+        assert_eq!(lock_owner_temp_name(1), "LOCK.owner.tmp-0000000000000001");
+        for lock in [
+            "LOCK.owner.00000000000000ff",
+            "LOCK.owner.tmp-0000000000000001",
+        ] {
+            assert_eq!(classify_file_name(lock), FileKind::Lock, "{lock}");
+        }
+        for not_a_gen in [
+            "LOCK.owner.tmp-0000000000000001",
+            "LOCK.owner.FF",
+            "LOCK.owner.00000000000000FF",
+            "LOCK",
+        ] {
+            assert_eq!(parse_lock_owner_file_name(not_a_gen), None, "{not_a_gen}");
+        }
     }
 
     #[test]

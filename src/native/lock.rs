@@ -1,23 +1,32 @@
-//! The one-process-per-database lock: an exclusive OS lock on `<db>/LOCK`, taken when a store
-//! opens and released when it closes or is dropped.
+//! The one-process-per-database lock, taken when a store opens and released when it closes or
+//! is dropped. Three layers:
 //!
-//! Two layers, so the answer is the same on every platform: a process-wide registry of open
-//! database directories (a second open in the *same* process fails here, whatever the OS lock
-//! semantics), then the OS lock via `fs4` (`flock` on Unix, `LockFileEx` on Windows), which
-//! stops other processes. The lock file itself is never deleted: deleting a lock file races
-//! with another process that is about to lock it.
+//! 1. A process-wide registry of open database directories: a second open in the *same*
+//!    process fails here, whatever the OS lock semantics.
+//! 2. An exclusive OS lock on `<db>/LOCK` via `fs4` (`flock` on Unix, `LockFileEx` on
+//!    Windows), which stops other native processes. The lock file is never deleted: deleting a
+//!    lock file races with another process that is about to lock it.
+//! 3. On Unix, the owner socket (`super::owner`): a listening Unix socket linked in as
+//!    `<db>/LOCK.owner.<generation>`. Node.js cannot take the OS lock, so this is the protocol
+//!    native and Node.js processes share; each refuses a database whose highest owner socket
+//!    answers. The kernel closes the socket of a dead process, so no crash, pid reuse, reboot or
+//!    container restart leaves a database locked.
 //!
-//! Node.js cannot take that OS lock, so a Node process marks its ownership with
-//! [`NODE_OWNER_FILE_NAME`] (its pid) and checks for our OS lock only after creating it. We check
-//! for that file only after taking the OS lock. Whichever of the two comes second sees the other,
-//! so a native and a Node process can never both have a database open.
+//! On Windows only layers 1 and 2 exist (the Node.js build refuses file databases there), so
+//! native processes exclude each other and nothing else needs excluding.
+//!
+//! A refused open reports [`Error::Locked`] naming the directory; a check that cannot be made
+//! (a database path too long for a socket path outside Linux) fails the open — it never opens
+//! unlocked.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use crate::core::log::{LOCK_FILE_NAME, NODE_OWNER_FILE_NAME};
+#[cfg(unix)]
+use super::owner::OwnerSocket;
+use crate::core::log::LOCK_FILE_NAME;
 use crate::{Error, Result};
 
 /// Database directories open in this process.
@@ -28,6 +37,9 @@ static OPEN: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 pub(crate) struct DirLock {
     file: File,
     dir: PathBuf,
+    /// Dropped before the OS lock, so a process that gets the OS lock next finds it dead.
+    #[cfg(unix)]
+    owner: Option<OwnerSocket>,
 }
 
 impl DirLock {
@@ -65,21 +77,31 @@ impl DirLock {
         };
         // Called through the trait: `File::try_lock` (std, Rust 1.89+) would shadow it.
         match fs4::FileExt::try_lock(&file) {
-            Ok(()) if node_owner_alive(&dir) => {
-                let _ = fs4::FileExt::unlock(&file);
-                unregister();
-                Err(locked())
-            }
-            Ok(()) => Ok(DirLock { file, dir }),
+            Ok(()) => {}
             Err(fs4::TryLockError::WouldBlock) => {
                 unregister();
-                Err(locked())
+                return Err(locked());
             }
             Err(fs4::TryLockError::Error(e)) => {
                 unregister();
-                Err(e.into())
+                return Err(e.into());
             }
         }
+        #[cfg(unix)]
+        let owner = match OwnerSocket::acquire(&dir) {
+            Ok(Some(owner)) => Some(owner),
+            refused => {
+                let _ = fs4::FileExt::unlock(&file);
+                unregister();
+                return Err(refused.err().unwrap_or_else(locked));
+            }
+        };
+        Ok(DirLock {
+            file,
+            dir,
+            #[cfg(unix)]
+            owner,
+        })
     }
 
     /// The locked database directory (canonical path).
@@ -88,36 +110,10 @@ impl DirLock {
     }
 }
 
-/// Whether a Node.js process that is still running has `dir` open (see the module docs). A pid
-/// that cannot be checked on this platform counts as running; a file without a pid counts only
-/// while it is fresh (its owner may be about to write the pid).
-fn node_owner_alive(dir: &Path) -> bool {
-    let path = dir.join(NODE_OWNER_FILE_NAME);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return false;
-    };
-    match text.trim().parse::<u32>() {
-        Ok(pid) => process_alive(pid),
-        Err(_) => std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age.as_secs() < 10),
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn process_alive(pid: u32) -> bool {
-    pid != 0 && Path::new("/proc").join(pid.to_string()).exists()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn process_alive(pid: u32) -> bool {
-    pid != 0
-}
-
 impl Drop for DirLock {
     fn drop(&mut self) {
+        #[cfg(unix)]
+        drop(self.owner.take());
         // Closing the file releases the OS lock anyway; unlocking first makes it immediate.
         let _ = fs4::FileExt::unlock(&self.file);
         OPEN.lock()

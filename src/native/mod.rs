@@ -2,7 +2,8 @@
 //!
 //! - `store`: [`Store`]/[`Namespace`] handles over the engine and a [`Backend`].
 //! - `file_log`: the crash-safe file log behind [`Store::open`] (layout in
-//!   [`crate::core::log`]); `lock`: its one-process-per-database lock.
+//!   [`crate::core::log`]); `lock`: its one-process-per-database lock, with `owner` (Unix): the
+//!   owner socket that native and Node.js processes both honour.
 //! - `syncer`: the [`Syncer`] thread that flushes and sweeps many stores.
 //!
 //! It owns time and I/O and nothing else: what a call means is decided by the engine in
@@ -15,6 +16,8 @@ mod file_log;
 mod lock;
 mod memory;
 mod options;
+#[cfg(unix)]
+mod owner;
 mod store;
 mod syncer;
 

@@ -9,11 +9,17 @@
 //! complete (`.tmp`, sync, rename, sync the directory); compaction writes its output between
 //! the old segments and the next id, then deletes the old ones oldest first.
 //!
-//! Lock: one process per database. Native processes hold an OS lock (`flock`) on `<db>/LOCK`,
-//! which Node cannot take; so a Node process refuses a database whose `LOCK` is held that way
-//! (read from `/proc/locks`, on Linux), and marks its own ownership with `<db>/LOCK.node`
-//! holding its pid (created exclusively; a file left by a dead process is taken over). A second
-//! open, from this process or another Node process, fails with `Error::Locked`.
+//! Lock: one process per database, by the owner-socket protocol of the native shell
+//! (`src/native/owner.rs`, which explains why it is safe), so native and Node.js processes see
+//! each other on every Unix. The process listens on a Unix socket (`net.Server`, `unref()`ed so
+//! a script that never calls `close()` still exits, every incoming connection destroyed at
+//! once) linked in as `<db>/LOCK.owner.<generation>`; an open whose highest owner socket answers
+//! fails with `Error::Locked`, one whose socket is refused (its process died, however) takes
+//! the next generation with an exclusive `link`. A second open in the same process is refused
+//! the same way. `close()` stops listening and leaves the dead socket file behind. A database
+//! path too long for a socket path is reached through `/proc/self/fd` on Linux and refused
+//! elsewhere; on Windows (where `net` paths are named pipes) file databases are refused —
+//! never opened unlocked.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -27,8 +33,9 @@ use super::backend::{Backend, CompactReport, Task};
 use super::options::Durability;
 use crate::core::log::{
     classify_file_name, compaction_due, compaction_ids, encode_frame, encode_segment_header,
-    estimate_records, scan_segment, segment_file_name, CorruptPolicy, FileKind, LOCK_FILE_NAME,
-    NODE_OWNER_FILE_NAME, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
+    estimate_records, lock_owner_file_name, lock_owner_temp_name, parse_lock_owner_file_name,
+    scan_segment, segment_file_name, CorruptPolicy, FileKind, LOCK_OWNER_TEMP_PREFIX,
+    SEGMENT_HEADER_LEN, TEMP_SUFFIX,
 };
 use crate::core::Engine;
 use crate::{Batch, Error, Record, Result};
@@ -43,7 +50,8 @@ const COMPACTION_RATIO: f64 = 0.5;
 #[wasm_bindgen(inline_js = r#"
 import * as fsp from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import * as net from 'node:net';
+import { join, resolve } from 'node:path';
 
 export function randomSalt() { return new Uint8Array(randomBytes(8)); }
 export async function truncateSynced(path, len) {
@@ -99,46 +107,59 @@ export async function syncDir(path) {
     if (fh) await fh.close();
   }
 }
-async function heldByFlock(lockPath) {
-  let locks, st;
-  try { locks = await fsp.readFile('/proc/locks', 'utf8'); } catch { return false; }
-  try { st = await fsp.stat(lockPath, { bigint: true }); } catch { return false; }
-  const ino = String(st.ino);
-  return locks.split('\n').some((line) => /\bFLOCK\b/.test(line) &&
-    line.split(/\s+/).some((tok) => { const p = tok.split(':'); return p.length === 3 && p[2] === ino; }));
+export function platform() { return process.platform; }
+export function random32() { return Math.floor(Math.random() * 0x100000000); }
+export function socketPath(sockets, name) { return join(sockets.base, name); }
+// How the sockets of `dir` are addressed: its absolute path, or /proc/self/fd/<fd> of the opened
+// directory (Linux) when that is too long for a socket path; null when neither works.
+export async function openSocketDir(dir, longest) {
+  const abs = resolve(dir);
+  const max = process.platform === 'linux' ? 107 : 103;
+  if (Buffer.byteLength(abs) + 1 + longest <= max) return { base: abs, handle: null };
+  if (process.platform !== 'linux' && process.platform !== 'android') return null;
+  const handle = await fsp.open(abs, 'r');
+  const base = `/proc/self/fd/${handle.fd}`;
+  try {
+    const [a, b] = await Promise.all([fsp.stat(base), fsp.stat(abs)]);
+    if (a.dev === b.dev && a.ino === b.ino) return { base, handle };
+  } catch {}
+  await handle.close();
+  return null;
 }
-function alive(pid) {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try { process.kill(pid, 0); return true; } catch (e) { return e.code === 'EPERM'; }
-}
-export async function acquireLock(dir, lockName, ownerName) {
-  const lockPath = join(dir, lockName);
-  await (await fsp.open(lockPath, 'a')).close();
-  const owner = join(dir, ownerName);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fh = await fsp.open(owner, 'wx');
-      try { await fh.writeFile(`${process.pid}\n`); await fh.sync(); } finally { await fh.close(); }
-      // Checked only once our owner file exists: a native process that takes its lock after
-      // this check finds the owner file and refuses, so the two can never both open.
-      if (await heldByFlock(lockPath)) { await removeFile(owner); return false; }
-      return true;
-    } catch (e) {
-      if (e.code !== 'EEXIST') throw e;
-    }
-    const text = await fsp.readFile(owner, 'utf8').catch(() => null);
-    if (text === null) continue;
-    const pid = Number.parseInt(text, 10);
-    if (Number.isNaN(pid)) {
-      // Just created by another process that has not written its pid yet, or left half-written.
-      const st = await fsp.stat(owner).catch(() => null);
-      if (st && Date.now() - st.mtimeMs < 10000) return false;
-    } else if (alive(pid)) {
-      return false;
-    }
-    await removeFile(owner);
+export async function closeSocketDir(sockets) { if (sockets.handle) await sockets.handle.close(); }
+// A listening owner socket at `path`, or null if the name is taken.
+export async function ownerListen(path) {
+  const server = net.createServer((c) => c.destroy());
+  try {
+    await new Promise((ok, fail) => {
+      server.once('error', fail);
+      server.listen(path, () => { server.off('error', fail); ok(); });
+    });
+  } catch (e) {
+    if (e.code === 'EADDRINUSE') return null;
+    throw e;
   }
-  return false;
+  server.on('error', () => {});
+  server.unref();
+  return server;
+}
+export function ownerClose(server) { return new Promise((done) => server.close(() => done())); }
+// 'alive' (it answers, or any answer but refused), 'dead' (refused) or 'gone' (no such file).
+export function ownerProbe(path) {
+  return new Promise((done) => {
+    const socket = net.connect(path);
+    const timer = setTimeout(() => { socket.destroy(); done('alive'); }, 5000);
+    const end = (answer) => { clearTimeout(timer); socket.destroy(); done(answer); };
+    socket.once('connect', () => end('alive'));
+    socket.once('error', (e) => end(e.code === 'ECONNREFUSED' ? 'dead' : e.code === 'ENOENT' ? 'gone' : 'alive'));
+  });
+}
+// link(2): false if `to` exists.
+export async function linkNew(from, to) {
+  try { await fsp.link(from, to); return true; } catch (e) { if (e.code === 'EEXIST') return false; throw e; }
+}
+export async function ageMs(path) {
+  try { return Date.now() - (await fsp.lstat(path)).mtimeMs; } catch { return 0; }
 }
 "#)]
 extern "C" {
@@ -178,8 +199,159 @@ extern "C" {
     async fn remove_file(path: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = syncDir)]
     async fn sync_dir(path: &str) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(catch, js_name = acquireLock)]
-    async fn acquire_lock(dir: &str, lock: &str, owner: &str) -> Result<JsValue, JsValue>;
+    fn platform() -> String;
+    fn random32() -> u32;
+    #[wasm_bindgen(js_name = socketPath)]
+    fn socket_path(sockets: &JsValue, name: &str) -> String;
+    #[wasm_bindgen(catch, js_name = openSocketDir)]
+    async fn open_socket_dir(dir: &str, longest: u32) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = closeSocketDir)]
+    async fn close_socket_dir(sockets: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch, js_name = ownerListen)]
+    async fn owner_listen(path: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = ownerClose)]
+    async fn owner_close(server: &JsValue) -> JsValue;
+    #[wasm_bindgen(js_name = ownerProbe)]
+    async fn owner_probe(path: &str) -> JsValue;
+    #[wasm_bindgen(catch, js_name = linkNew)]
+    async fn link_new(from: &str, to: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = ageMs)]
+    async fn age_ms(path: &str) -> JsValue;
+}
+
+/// Rounds of the owner protocol before giving up and reporting the database as locked.
+const LOCK_ATTEMPTS: usize = 64;
+/// A dead temporary owner socket older than this is a crash leftover.
+const STALE_TEMP_MS: f64 = 60_000.0;
+
+/// Runs the owner-socket protocol of `src/native/owner.rs` on `dir`, step for step: the
+/// listening server when this process now holds the database, `None` when a live process does.
+async fn acquire_owner(dir: &str) -> Result<Option<JsValue>> {
+    if platform() == "win32" {
+        return Err(Error::Backend(format!(
+            "cannot lock database {dir}: the Node.js build locks a file database with a Unix \
+             domain socket, which Windows does not offer to Node.js; use the native crate there"
+        )));
+    }
+    let longest = lock_owner_temp_name(0).len() as u32;
+    let sockets = open_socket_dir(dir, longest).await.map_err(io)?;
+    if sockets.is_null() {
+        return Err(Error::Backend(format!(
+            "cannot lock database {dir}: its lock socket path would be past the limit of a \
+             Unix socket path on this platform (107 bytes on Linux, 103 elsewhere); use a \
+             shorter path"
+        )));
+    }
+    let held = hold_owner(dir, &sockets).await;
+    let _ = close_socket_dir(&sockets).await;
+    held
+}
+
+async fn hold_owner(dir: &str, sockets: &JsValue) -> Result<Option<JsValue>> {
+    let mut listening = None;
+    for _ in 0..LOCK_ATTEMPTS {
+        let nonce = (u64::from(random32()) << 32) | u64::from(random32());
+        let temp = lock_owner_temp_name(nonce);
+        let server = owner_listen(&socket_path(sockets, &temp))
+            .await
+            .map_err(io)?;
+        if !server.is_null() {
+            listening = Some((server, temp));
+            break;
+        }
+    }
+    let Some((server, temp)) = listening else {
+        return Err(Error::Backend(format!(
+            "cannot lock database {dir}: no free temporary owner socket name"
+        )));
+    };
+    let settled = settle_owner(dir, sockets, &temp).await;
+    let _ = remove_file(&join_path(dir, &temp)).await;
+    match settled {
+        Ok(Some(gen)) => {
+            remove_dead_owners(dir, sockets, gen).await;
+            Ok(Some(server))
+        }
+        other => {
+            let _ = owner_close(&server).await;
+            other.map(|_| None)
+        }
+    }
+}
+
+/// Steps 2–4: our generation, or `None` if a live process holds the database.
+async fn settle_owner(dir: &str, sockets: &JsValue, temp: &str) -> Result<Option<u64>> {
+    for _ in 0..LOCK_ATTEMPTS {
+        let top = owner_generations(dir).await?.last().copied();
+        if let Some(top) = top {
+            let answer = owner_probe(&socket_path(sockets, &lock_owner_file_name(top))).await;
+            match answer.as_string().as_deref() {
+                Some("dead") => {}
+                Some("gone") => continue,
+                _ => return Ok(None),
+            }
+        }
+        let gen = match top {
+            None => 1,
+            Some(top) => top
+                .checked_add(1)
+                .ok_or_else(|| Error::Backend(format!("{dir}: lock generations exhausted")))?,
+        };
+        let mine = join_path(dir, &lock_owner_file_name(gen));
+        let linked = link_new(&join_path(dir, temp), &mine).await.map_err(io)?;
+        if linked.as_bool() != Some(true) {
+            continue;
+        }
+        if owner_generations(dir)
+            .await?
+            .last()
+            .is_some_and(|&g| g > gen)
+        {
+            // Lost; ours is not the highest, so removing it is safe.
+            let _ = remove_file(&mine).await;
+            continue;
+        }
+        return Ok(Some(gen));
+    }
+    Ok(None)
+}
+
+/// Step 5 (best effort): dead owner sockets below `gen`, and dead old temporary ones.
+async fn remove_dead_owners(dir: &str, sockets: &JsValue, gen: u64) {
+    let Ok(names) = list_dir(dir).await else {
+        return;
+    };
+    let names: js_sys::Array = names.unchecked_into();
+    for name in names.iter().filter_map(|n| n.as_string()) {
+        let candidate = match parse_lock_owner_file_name(&name) {
+            Some(g) => g < gen,
+            None => {
+                name.starts_with(LOCK_OWNER_TEMP_PREFIX)
+                    && age_ms(&join_path(dir, &name)).await.as_f64().unwrap_or(0.0) > STALE_TEMP_MS
+            }
+        };
+        if candidate
+            && owner_probe(&socket_path(sockets, &name))
+                .await
+                .as_string()
+                .as_deref()
+                == Some("dead")
+        {
+            let _ = remove_file(&join_path(dir, &name)).await;
+        }
+    }
+}
+
+/// The owner generations present in `dir`, ascending.
+async fn owner_generations(dir: &str) -> Result<Vec<u64>> {
+    let names: js_sys::Array = list_dir(dir).await.map_err(io)?.unchecked_into();
+    let mut gens: Vec<u64> = names
+        .iter()
+        .filter_map(|n| n.as_string())
+        .filter_map(|n| parse_lock_owner_file_name(&n))
+        .collect();
+    gens.sort_unstable();
+    Ok(gens)
 }
 
 /// A Node.js fs error as a tidekv I/O error (the message names the call, code and path).
@@ -226,6 +398,8 @@ pub(crate) struct FsBackend {
     locked: Cell<bool>,
     /// After a failed compaction, no automatic one below this many bytes on disk.
     retry_compaction_at: Cell<u64>,
+    /// The listening owner socket (a `net.Server`) while the database is open.
+    owner: RefCell<Option<JsValue>>,
 }
 
 impl FsBackend {
@@ -250,12 +424,9 @@ impl FsBackend {
             });
         }
         mkdirp(&dir).await.map_err(io)?;
-        let got = acquire_lock(&dir, LOCK_FILE_NAME, NODE_OWNER_FILE_NAME)
-            .await
-            .map_err(io)?;
-        if got.as_bool() != Some(true) {
+        let Some(owner) = acquire_owner(&dir).await? else {
             return Err(Error::Locked { path: dir });
-        }
+        };
         let backend = Rc::new(FsBackend {
             dir,
             durability,
@@ -264,6 +435,7 @@ impl FsBackend {
             next_id: Cell::new(1),
             locked: Cell::new(true),
             retry_compaction_at: Cell::new(0),
+            owner: RefCell::new(Some(owner)),
         });
         if let Err(e) = backend.replay(engine, now).await {
             backend.release().await;
@@ -563,10 +735,13 @@ impl FsBackend {
         Ok(report)
     }
 
-    /// Gives up the lock (best effort: a leftover owner file of a dead process is taken over).
+    /// Gives up the lock: stops listening on the owner socket (its file stays, dead; see
+    /// `src/native/owner.rs` for why it must).
     async fn release(&self) {
-        if self.locked.replace(false) {
-            let _ = remove_file(&self.file(NODE_OWNER_FILE_NAME)).await;
+        self.locked.set(false);
+        let owner = self.owner.borrow_mut().take();
+        if let Some(server) = owner {
+            let _ = owner_close(&server).await;
         }
     }
 }

@@ -77,7 +77,7 @@ test('a database written by the Rust crate opens in Node.js with everything inta
 test('a database written by Node.js opens in the Rust crate with everything intact', async () => {
   const path = fresh();
   const deadline = await writeFromNode(path);
-  assert.deepEqual(readdirSync(join(path, 'shared')).sort(), ['LOCK', 'seg-0000000000000001.tkv']);
+  assert.deepEqual(readdirSync(join(path, 'shared')).sort(), ['LOCK.owner.0000000000000001', 'seg-0000000000000001.tkv']);
   await waitPast(deadline);
   const lines = rust('dump', path, 'shared').trim().split('\n').map((l) => JSON.parse(l));
   const byKey = Object.fromEntries(lines.map((l) => [`${l.namespace}/${l.key}`, l]));

@@ -35,7 +35,8 @@ test('values, kinds, tags, TTLs and namespaces survive close and reopen from fil
   const meta = s.getWithMetadata('txt').metadata;
   await s.close();
 
-  assert.deepEqual(readdirSync(join(path, 'db')).sort(), ['LOCK', 'seg-0000000000000001.tkv']);
+  // The owner socket stays behind, dead: the next open takes the next generation.
+  assert.deepEqual(readdirSync(join(path, 'db')).sort(), ['LOCK.owner.0000000000000001', 'seg-0000000000000001.tkv']);
   const t = await Store.open({ path, name: 'db' });
   assert.deepEqual(t.keys(), ['bin', 'obj', 'txt']);
   assert.deepEqual(t.get('bin'), new Uint8Array([0, 1, 255]));
@@ -85,12 +86,15 @@ test('a lock left by a process that died is taken over', async () => {
     const s = await Store.open({ path: process.argv[2] });
     s.set('k', 'v');
     await s.flush();
-    process.exit(0); // no close(): the lock file stays behind
+    process.exit(0); // no close(): the owner socket stays behind
   `, [path]);
   assert.equal(died.status, 0, died.stderr);
-  assert.deepEqual(readdirSync(join(path, 'default')).sort(), ['LOCK', 'LOCK.node', 'seg-0000000000000001.tkv']);
+  const dir = join(path, 'default');
+  assert.deepEqual(readdirSync(dir).sort(), ['LOCK.owner.0000000000000001', 'seg-0000000000000001.tkv']);
   const s = await Store.open({ path });
   assert.equal(s.get('k'), 'v');
+  // The next generation, and the dead one is cleaned up.
+  assert.deepEqual(readdirSync(dir).sort(), ['LOCK.owner.0000000000000002', 'seg-0000000000000001.tkv']);
   await s.close();
 });
 
