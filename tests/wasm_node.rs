@@ -474,3 +474,56 @@ fn delete_many_removes_all_keys_or_none_and_counts_the_live_ones() {
     assert_eq!(ns.delete_many(opts("['u1', 'b']")).unwrap(), 1);
     assert!(s.has("b".into()).unwrap());
 }
+
+#[wasm_bindgen_test]
+async fn the_bad_input_matrix_rows_for_javascript_values() {
+    let s = store();
+    s.set("before".into(), "kept".into(), JsValue::UNDEFINED)
+        .unwrap();
+    let long_key = JsValue::from("k".repeat(65_537));
+    thrown(
+        s.set(long_key, "v".into(), JsValue::UNDEFINED),
+        "RangeError",
+        "InvalidKey",
+    );
+    for ttl in ["2 ** 60", "2 ** 53", "2 ** 53 - 1", "Number.MAX_VALUE"] {
+        let msg = thrown(
+            s.set("k".into(), "v".into(), opts(&format!("{{ ttl: {ttl} }}"))),
+            "RangeError",
+            "InvalidTtl",
+        );
+        assert!(msg.contains("ttl") || msg.contains("TTL"), "{ttl}: {msg}");
+    }
+    // Namespace names are data, never paths: anything a key may be is accepted.
+    for name in ["..", "a/b", "a\\b", "nul\0inside"] {
+        let ns = s.namespace(name.into()).unwrap();
+        ns.set("k".into(), name.into(), JsValue::UNDEFINED).unwrap();
+        assert_eq!(
+            ns.get("k".into()).unwrap().as_string().as_deref(),
+            Some(name)
+        );
+    }
+    let keys = Array::from(&s.keys(JsValue::UNDEFINED).unwrap());
+    assert_eq!(
+        keys.length(),
+        1,
+        "only \"before\" is in the default namespace"
+    );
+    // close twice, use after close.
+    let ns = s.namespace("n".into()).unwrap();
+    wasm_bindgen_futures::JsFuture::from(s.close())
+        .await
+        .unwrap();
+    let again = wasm_bindgen_futures::JsFuture::from(s.close()).await;
+    assert_eq!(
+        get(&again.unwrap_err(), "code").as_string().as_deref(),
+        Some("Closed")
+    );
+    thrown(s.get("before".into()), "Error", "Closed");
+    thrown(
+        ns.set("k".into(), "v".into(), JsValue::UNDEFINED),
+        "Error",
+        "Closed",
+    );
+    thrown(s.set_many(opts("[['a', 1]]")), "Error", "Closed");
+}
