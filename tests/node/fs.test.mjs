@@ -211,7 +211,7 @@ test('without a path, Node.js opens a memory store that keeps nothing', async ()
   assert.throws(() => t.get('k'), (e) => e.code === 'Closed');
 });
 
-test('a Node.js process killed during setMany batches never leaves part of a batch on disk', async () => {
+test('a Node.js process killed during setMany batches never leaves part of a batch on disk', async (t) => {
   // Each batch sets every key to its batch number; a kill at any point must reopen to one batch.
   const points = Number(process.env.TIDEKV_CRASH_POINTS ?? 0) > 0
     ? Math.max(1, Math.floor(Number(process.env.TIDEKV_CRASH_POINTS) / 4)) : 8;
@@ -253,6 +253,7 @@ test('a Node.js process killed during setMany batches never leaves part of a bat
     assert.ok(versions.length === 0 || versions.length === KEYS, `point ${point}: ${versions.length} keys`);
     assert.ok(v >= acked, `point ${point}: batch ${acked} was acknowledged, found ${v}`);
   }
+  t.diagnostic(`reliability: node kill points ${points}, keys checked ${points * KEYS}, partial batches 0, failed opens 0`);
 });
 
 test('a log that is mostly overwritten compacts on its own', async () => {
