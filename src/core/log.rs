@@ -86,7 +86,11 @@ pub fn lock_owner_temp_name(nonce: u64) -> String {
 /// The generation of an owner socket name, or `None` if `name` is not exactly one (a temporary
 /// owner socket is not).
 pub fn parse_lock_owner_file_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix(LOCK_OWNER_PREFIX)?;
+    parse_hex16(name.strip_prefix(LOCK_OWNER_PREFIX)?)
+}
+
+/// Exactly 16 lower-case hex digits as a number (the form every numbered file name uses).
+fn parse_hex16(hex: &str) -> Option<u64> {
     if hex.len() != 16
         || !hex
             .bytes()
@@ -131,17 +135,10 @@ pub fn classify_file_name(name: &str) -> FileKind {
 
 /// The id of a segment file name, or `None` if `name` is not exactly a segment name.
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let hex = name
-        .strip_prefix(SEGMENT_PREFIX)?
-        .strip_suffix(SEGMENT_SUFFIX)?;
-    if hex.len() != 16
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
+    parse_hex16(
+        name.strip_prefix(SEGMENT_PREFIX)?
+            .strip_suffix(SEGMENT_SUFFIX)?,
+    )
 }
 
 /// Checks a database name, which becomes a directory name: ASCII letters, digits, `-`, `_` and
@@ -311,6 +308,19 @@ pub fn encode_frame(
     h[24..28].copy_from_slice(&body_crc.to_le_bytes());
     h[28..32].copy_from_slice(&header_crc.to_le_bytes());
     out.len() - start
+}
+
+/// How many of `records` (at least one, if there is any) make a frame of about `room` bytes:
+/// records are added while their uncompressed sizes stay under `room`. For writers that split
+/// a long run of records (a compaction) into frames and segments.
+pub fn records_that_fit(records: &[Record], room: usize) -> usize {
+    let mut n = 0;
+    let mut size = 0usize;
+    while n < records.len() && (n == 0 || size < room) {
+        size = size.saturating_add(records[n].size());
+        n += 1;
+    }
+    n
 }
 
 /// The length of the frame whose header starts `buf`, if the header is whole and was written

@@ -32,8 +32,9 @@ use super::options::LogOptions;
 use super::{Backend, Clock, Durability};
 use crate::core::log::{
     classify_file_name, compaction_due, compaction_ids, decode_frame, encode_frame,
-    encode_segment_header, estimate_records, parse_segment_header, scan_segment, segment_file_name,
-    CorruptPolicy, FileKind, SegmentScan, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
+    encode_segment_header, estimate_records, parse_segment_header, records_that_fit, scan_segment,
+    segment_file_name, CorruptPolicy, FileKind, SegmentScan, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
+    TEMP_SUFFIX,
 };
 use crate::core::record::DecodeError;
 use crate::{Batch, Error, Record, Result};
@@ -552,13 +553,7 @@ impl FileCompaction {
                     let left = self.segment_size.saturating_sub(info.bytes);
                     WRITE_BUFFER.min(usize::try_from(left).unwrap_or(WRITE_BUFFER))
                 };
-                let mut n = 0;
-                let mut size = 0;
-                while n < records.len() && (n == 0 || size < room) {
-                    size += records[n].size();
-                    n += 1;
-                }
-                let (chunk, rest) = records.split_at(n);
+                let (chunk, rest) = records.split_at(records_that_fit(records, room));
                 records = rest;
                 frame.clear();
                 lens.clear();

@@ -34,8 +34,8 @@ use super::options::Durability;
 use crate::core::log::{
     classify_file_name, compaction_due, compaction_ids, encode_frame, encode_segment_header,
     estimate_records, lock_owner_file_name, lock_owner_temp_name, parse_lock_owner_file_name,
-    scan_segment, segment_file_name, CorruptPolicy, FileKind, LOCK_OWNER_TEMP_PREFIX,
-    SEGMENT_HEADER_LEN, TEMP_SUFFIX,
+    records_that_fit, scan_segment, segment_file_name, CorruptPolicy, FileKind,
+    LOCK_OWNER_TEMP_PREFIX, SEGMENT_HEADER_LEN, TEMP_SUFFIX,
 };
 use crate::core::Engine;
 use crate::{Batch, Error, Record, Result};
@@ -546,13 +546,7 @@ impl FsBackend {
         let mut bytes = encode_segment_header(id, salt).to_vec();
         let mut rest = records;
         while !rest.is_empty() {
-            let mut n = 0;
-            let mut size = 0;
-            while n < rest.len() && (n == 0 || size < FRAME_BYTES) {
-                size += rest[n].size();
-                n += 1;
-            }
-            let (chunk, tail) = rest.split_at(n);
+            let (chunk, tail) = rest.split_at(records_that_fit(rest, FRAME_BYTES));
             rest = tail;
             let offset = bytes.len() as u64;
             encode_frame(chunk, salt, offset, &mut bytes, &mut Vec::new());
@@ -682,12 +676,11 @@ impl FsBackend {
             let mut rest = &live[..];
             let mut id = first;
             loop {
-                let mut n = 0;
-                let mut size = SEGMENT_HEADER_LEN as u64;
-                while n < rest.len() && (id == last || size < SEGMENT_SIZE) {
-                    size += rest[n].size() as u64;
-                    n += 1;
-                }
+                let n = if id == last {
+                    rest.len()
+                } else {
+                    records_that_fit(rest, (SEGMENT_SIZE as usize) - SEGMENT_HEADER_LEN)
+                };
                 let (chunk, tail) = rest.split_at(n);
                 rest = tail;
                 let info = self.create_segment(id, chunk).await?;
