@@ -199,6 +199,36 @@ test('a torn write at the end of the log is cut off at open and earlier records 
   await u.close();
 });
 
+test('the cut of a torn tail is fsynced before the store opens', async () => {
+  // Regression: the cut was a plain truncate; after a power loss the torn bytes could come
+  // back with later appends behind them.
+  const path = fresh();
+  const s = await Store.open({ path });
+  s.set('a', 'first');
+  await s.close();
+  const seg = join(path, 'default', segments(join(path, 'default'))[0]);
+  appendFileSync(seg, Buffer.from([40, 0, 0, 0, 1, 2, 3]));
+  const { open: openFile, truncate: truncatePath } = await import('node:fs/promises');
+  const probe = await openFile(seg, 'r');
+  const FileHandle = Object.getPrototypeOf(probe);
+  await probe.close();
+  const calls = [];
+  const original = { truncate: FileHandle.truncate, sync: FileHandle.sync };
+  FileHandle.truncate = function (...args) { calls.push(['truncate', this]); return original.truncate.apply(this, args); };
+  FileHandle.sync = function (...args) { calls.push(['sync', this]); return original.sync.apply(this, args); };
+  let t;
+  try {
+    t = await Store.open({ path });
+  } finally {
+    Object.assign(FileHandle, original);
+  }
+  const cut = calls.findIndex(([what]) => what === 'truncate');
+  assert.ok(cut >= 0, `the torn tail was not cut through a file handle (${calls.length} calls; fs.truncate: ${typeof truncatePath})`);
+  assert.ok(calls.slice(cut + 1).some(([what, handle]) => what === 'sync' && handle === calls[cut][1]), 'the cut was not fsynced');
+  assert.deepEqual(t.keys(), ['a']);
+  await t.close();
+});
+
 test('without a path, Node.js opens a memory store that keeps nothing', async () => {
   const s = await Store.open();
   s.set('k', 'v');
