@@ -53,6 +53,9 @@ step "demo page end to end in headless Chromium (playwright-core)"
 (cd www && npm ci --no-audit --no-fund --loglevel=error)
 node --test www/test/
 
+step "fuzz targets (cargo-fuzz on stable): build, then 20 s each over the seed corpora"
+bash scripts/fuzz.sh quick
+
 step "benchmarks build and run against their peers (reduced run; no figure is checked)"
 scripts/bench.sh --quick
 
