@@ -257,3 +257,65 @@ fn reads_are_served_while_a_compaction_runs() {
     assert_eq!(report.records_after, 5_000);
     assert!(reads >= 1);
 }
+
+/// Regression (found by the SIGKILL test of atomic batches): a compaction wrote the pending
+/// sets of the store but not its pending deletes. A crash after the output was durable but
+/// before the old segments were gone and the delete was flushed brought back the deleted key's
+/// older value — and kept the sets of an unflushed batch without its delete.
+#[test]
+fn a_crash_mid_compaction_never_brings_back_a_key_whose_delete_was_pending() {
+    let dir = tempdir();
+    let clock = ManualClock::new(T0);
+    let store = Store::open(dir.path(), options(&clock).segment_size(1024)).unwrap();
+    store.set("k", "old").unwrap();
+    store.set("other", "x").unwrap();
+    store.flush().unwrap();
+    let old: Vec<(std::path::PathBuf, Vec<u8>)> = segments(dir.path(), "default")
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    // One atomic change, not flushed: a set and a delete.
+    let mut batch = tidekv::WriteBatch::new();
+    batch.set("other", "y").delete("k");
+    store.apply(batch).unwrap();
+    store.compact().unwrap();
+    // The crash: the output is durable, the old segments are still there (their deletion had
+    // not happened yet), the pending batch never reached the log.
+    let crashed = tempdir();
+    fs::create_dir(crashed.path().join("default")).unwrap();
+    for path in segments(dir.path(), "default") {
+        fs::copy(
+            &path,
+            crashed
+                .path()
+                .join("default")
+                .join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    for (path, bytes) in &old {
+        fs::write(
+            crashed
+                .path()
+                .join("default")
+                .join(path.file_name().unwrap()),
+            bytes,
+        )
+        .unwrap();
+    }
+    drop(store);
+    let reopened = open(crashed.path(), &clock);
+    let k = reopened.get("k").unwrap();
+    let other = reopened.get("other").unwrap();
+    // All of the batch (it reached the output) or none of it, never a mix, never "old" back
+    // beside the batch's set.
+    match (k.as_deref(), other.as_deref()) {
+        (None, Some(b"y")) | (Some(b"old"), Some(b"x")) => {}
+        (k, other) => {
+            panic!("k = {k:?}, other = {other:?}: part of a batch, or a deleted key back")
+        }
+    }
+}

@@ -1021,6 +1021,31 @@ impl Engine {
         out
     }
 
+    /// What a compaction must write: [`snapshot`](Self::snapshot) — every live entry as a Put,
+    /// pending changes included — plus a Delete for every key whose pending change is a
+    /// removal. Without those Deletes, a crash after the compaction's output is durable but
+    /// before the pending delete is flushed would let an older Put of the key, left in a
+    /// segment the compaction had not deleted yet, come back — and the output would hold the
+    /// sets of an unflushed batch without its deletes.
+    pub fn compaction_snapshot(&self, now: u64) -> Vec<Record> {
+        let mut out = self.snapshot(now);
+        for space in &self.spaces {
+            let mut deleted: Vec<&str> = space
+                .pending
+                .dirty
+                .keys()
+                .map(|k| &**k)
+                .filter(|k| !space.map.get(k).is_some_and(|e| e.is_live(now)))
+                .collect();
+            deleted.sort_unstable();
+            out.extend(deleted.into_iter().map(|key| Record::Delete {
+                namespace: String::from(&*space.name),
+                key: String::from(key),
+            }));
+        }
+        out
+    }
+
     /// The (namespace, key) pairs expiry removed since the last call, when `track_expired` is on.
     pub fn take_expired(&mut self) -> Vec<(String, String)> {
         core::mem::take(&mut self.expired_events)

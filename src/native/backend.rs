@@ -52,10 +52,14 @@ pub trait Backend: Send + 'static {
     }
 
     /// Starts a compaction. The store calls it with no batch in flight, passing every live
-    /// entry as a Put record (pending changes included). The backend must arrange that batches
-    /// written from now on replay *after* the compacted data, then return a job the store runs
-    /// without holding the backend's lock — flushes go on meanwhile. `Ok(None)`: nothing to
-    /// compact (the default).
+    /// entry as a Put record (pending changes included), then a Delete for every key whose
+    /// pending change removes it ([`Engine::compaction_snapshot`]): the output must keep those
+    /// Deletes, so that no older record of such a key outlives them. The backend must arrange
+    /// that batches written from now on replay *after* the compacted data, then return a job
+    /// the store runs without holding the backend's lock — flushes go on meanwhile.
+    /// `Ok(None)`: nothing to compact (the default).
+    ///
+    /// [`Engine::compaction_snapshot`]: crate::core::Engine::compaction_snapshot
     fn begin_compaction(&mut self, live: Vec<Record>) -> Result<Option<Box<dyn Compaction>>> {
         let _ = live;
         Ok(None)

@@ -238,7 +238,7 @@ impl Shared {
                 if state.closed {
                     return Err(Error::Closed);
                 }
-                state.engine.snapshot(self.now())
+                state.engine.compaction_snapshot(self.now())
             };
             backend.begin_compaction(live)
         };

@@ -34,8 +34,10 @@ pub(crate) trait Backend {
     /// Makes `batch` durable to the backend's promised level.
     fn write(self: Rc<Self>, batch: Batch) -> Task<()>;
 
-    /// Rewrites the stored data so it holds exactly `live` (every live entry as a Put, with
-    /// nothing pending), dropping overwritten, deleted and expired records.
+    /// Rewrites the stored data so it holds exactly `live`: every live entry as a Put, then a
+    /// Delete for each key whose pending (unflushed) change removes it — a log keeps those
+    /// Deletes so no older record of the key outlives them; a keyed store leaves the key to the
+    /// flush that carries the delete. Overwritten, deleted and expired records are dropped.
     fn compact(self: Rc<Self>, live: Vec<Record>) -> Task<CompactReport>;
 
     /// Releases the backend (connections, file handles, the lock). Called once, after the

@@ -221,7 +221,7 @@ impl Shared {
     /// Compacts the backend to exactly the live entries (after a flush, so nothing is pending).
     async fn compact_now(self: Rc<Self>) -> Result<CompactReport, JsValue> {
         self.clone().flush_now().await?;
-        let live = self.engine.borrow().snapshot(now());
+        let live = self.engine.borrow().compaction_snapshot(now());
         match self.backend.clone() {
             Some(backend) => backend.compact(live).await.map_err(|e| {
                 let error = to_js(e);
