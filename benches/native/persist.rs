@@ -37,7 +37,8 @@ fn files(path: &Path, out: &mut Vec<PathBuf>) {
             let p = e.path();
             if p.is_dir() {
                 files(&p, out);
-            } else {
+            } else if p.is_file() {
+                // Regular files only: a database directory also holds its lock socket.
                 out.push(p);
             }
         }
