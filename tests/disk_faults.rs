@@ -294,6 +294,58 @@ fn assert_failed_flush_kept_everything(
 // Disk full
 // ---------------------------------------------------------------------------------------------
 
+/// While the fault lasts: a second flush, a compaction and a close all fail with `errno`,
+/// change nothing on disk, and every write stays readable.
+fn assert_the_fault_holds(
+    store: &Store,
+    stats_before: &Stats,
+    log_before: &BTreeMap<String, u64>,
+    dir: &Path,
+    model: &Model,
+    errno: i32,
+) {
+    let err = store.flush().unwrap_err();
+    assert_io(&err, errno, "the second flush during the fault");
+    assert_failed_flush_kept_everything(store, stats_before, 2, log_before, dir);
+    let err = store.compact().unwrap_err();
+    assert_io(&err, errno, "a compaction during the fault");
+    assert_eq!(
+        &log_lens(dir),
+        log_before,
+        "a failed compaction changed the log"
+    );
+    let err = store.close().unwrap_err();
+    assert_io(&err, errno, "a close during the fault");
+    assert_reads(store, model, "after the failed close");
+}
+
+/// Once the fault has cleared: the next flush succeeds and takes everything, the store
+/// closes, and a reopen finds every write.
+fn recovers(
+    store: Store,
+    stats_before: &Stats,
+    dir: &Path,
+    model: &Model,
+    (case, error): (&str, &str),
+) {
+    store
+        .flush()
+        .expect("the first flush after the fault cleared");
+    let stats = store.stats();
+    assert_eq!(stats.flushes, stats_before.flushes + 1, "{stats:?}");
+    assert_eq!(stats.flush_failures, stats_before.flush_failures + 3);
+    assert_eq!(stats.buffer_bytes, 0, "{stats:?}");
+    store.close().unwrap();
+    drop(store);
+    assert_reopens_with(dir, model);
+    reported(
+        case,
+        error,
+        stats.flush_failures - stats_before.flush_failures,
+        model.len(),
+    );
+}
+
 /// Fills a 1 MiB tmpfs until a flush meets ENOSPC, then frees space. `segment_size` small
 /// makes every flush start a new segment, so the fault meets segment creation as well as the
 /// append.
@@ -358,45 +410,20 @@ fn disk_full(case: &str, segment_size: Option<u64>) {
     model.insert("r001-1".into(), None);
     assert_reads(&store, &model, "during the fault");
 
-    // Still full: the next flush fails the same way, and changes nothing on disk.
-    let err = store.flush().unwrap_err();
-    assert_io(&err, libc::ENOSPC, "the second flush on a full disk");
-    assert_failed_flush_kept_everything(&store, &stats_before, 2, &log_before, dir);
-
-    // A compaction cannot fit either: it fails and leaves the log as it was.
-    let err = store.compact().unwrap_err();
-    assert_io(&err, libc::ENOSPC, "a compaction on a full disk");
-    assert_eq!(
-        log_lens(dir),
-        log_before,
-        "a failed compaction changed the log"
+    // Still full: flushes, a compaction and close fail the same way and change nothing.
+    assert_the_fault_holds(
+        &store,
+        &stats_before,
+        &log_before,
+        dir,
+        &model,
+        libc::ENOSPC,
     );
     assert_eq!(store.disk_stats().unwrap().compaction_failures, 1);
 
-    // Closing cannot finish while the flush fails: the store stays open, nothing is dropped.
-    let err = store.close().unwrap_err();
-    assert_io(&err, libc::ENOSPC, "a close on a full disk");
-    assert_reads(&store, &model, "after the failed close");
-
     // Space comes back: the next flush succeeds and takes everything.
     std::fs::remove_file(&filler).unwrap();
-    store
-        .flush()
-        .expect("the first flush after space came back");
-    let stats = store.stats();
-    assert_eq!(stats.flushes, acked + 1, "{stats:?}");
-    assert_eq!(stats.flush_failures, stats_before.flush_failures + 3);
-    assert_eq!(stats.buffer_bytes, 0, "{stats:?}");
-    store.close().unwrap();
-    drop(store);
-
-    assert_reopens_with(dir, &model);
-    reported(
-        case,
-        "ENOSPC",
-        stats.flush_failures - stats_before.flush_failures,
-        model.len(),
-    );
+    recovers(store, &stats_before, dir, &model, (case, "ENOSPC"));
 }
 
 #[test]
@@ -466,42 +493,10 @@ fn a_read_only_file_system_fails_the_flush_keeps_the_batch_and_the_flush_after_r
     model.insert("c05".into(), None);
     assert_reads(&store, &model, "during the fault");
 
-    let err = store.flush().unwrap_err();
-    assert_io(
-        &err,
-        libc::EROFS,
-        "the second flush on a read-only file system",
-    );
-    assert_failed_flush_kept_everything(&store, &stats_before, 2, &log_before, dir);
-    let err = store.compact().unwrap_err();
-    assert_io(&err, libc::EROFS, "a compaction on a read-only file system");
-    assert_eq!(
-        log_lens(dir),
-        log_before,
-        "a failed compaction changed the log"
-    );
-    let err = store.close().unwrap_err();
-    assert_io(&err, libc::EROFS, "a close on a read-only file system");
-    assert_reads(&store, &model, "after the failed close");
+    assert_the_fault_holds(&store, &stats_before, &log_before, dir, &model, libc::EROFS);
 
     fs.make_writable();
-    store
-        .flush()
-        .expect("the first flush after the remount read-write");
-    let stats = store.stats();
-    assert_eq!(stats.flushes, stats_before.flushes + 1, "{stats:?}");
-    assert_eq!(stats.flush_failures, stats_before.flush_failures + 3);
-    assert_eq!(stats.buffer_bytes, 0, "{stats:?}");
-    store.close().unwrap();
-    drop(store);
-
-    assert_reopens_with(dir, &model);
-    reported(
-        case,
-        "EROFS",
-        stats.flush_failures - stats_before.flush_failures,
-        model.len(),
-    );
+    recovers(store, &stats_before, dir, &model, (case, "EROFS"));
 }
 
 // ---------------------------------------------------------------------------------------------

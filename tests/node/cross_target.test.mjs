@@ -8,17 +8,14 @@ import { mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
-import { importTidekv, repo } from './package.mjs';
+import { buildRustExample, importTidekv } from './package.mjs';
 
 let Store;
 let example;
 
 before(async () => {
   ({ Store } = await importTidekv());
-  // The same features as the suite's `cargo test --all-features`, so its build is reused.
-  execFileSync('cargo', ['build', '--quiet', '--all-features', '--example', 'cross_target'], { cwd: repo, stdio: 'inherit' });
-  const target = process.env.CARGO_TARGET_DIR ?? join(repo, 'target');
-  example = join(target, 'debug', 'examples', 'cross_target');
+  example = buildRustExample();
 });
 
 const rust = (...args) => execFileSync(example, args, { encoding: 'utf8' });

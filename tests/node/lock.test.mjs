@@ -3,24 +3,21 @@
 // reuse, SIGKILL), racing openers of a stale lock have exactly one winner, each runtime refuses
 // the other without /proc, and a path too long for a socket path still locks.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { appDir, importTidekv, repo } from './package.mjs';
+import { appDir, buildRustExample, importTidekv } from './package.mjs';
 
 let Store;
 let example;
 
 before(async () => {
   ({ Store } = await importTidekv());
-  // The same features as the suite's `cargo test --all-features`, so its build is reused.
-  execFileSync('cargo', ['build', '--quiet', '--all-features', '--example', 'cross_target'], { cwd: repo, stdio: 'inherit' });
-  const target = process.env.CARGO_TARGET_DIR ?? join(repo, 'target');
-  example = join(target, 'debug', 'examples', 'cross_target');
+  example = buildRustExample();
 });
 
 const fresh = () => mkdtempSync(join(tmpdir(), 'tidekv-lock-'));

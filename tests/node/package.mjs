@@ -43,3 +43,13 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   // `node tests/node/package.mjs`: install and print the folder (scripts/test.sh uses it).
   console.log(installPackage());
 }
+
+/**
+ * Builds the Rust side of the cross-target tests (examples/cross_target.rs) with the features
+ * of the suite's `cargo test --all-features`, so that build is reused; returns its path.
+ */
+export function buildRustExample() {
+  execFileSync('cargo', ['build', '--quiet', '--all-features', '--example', 'cross_target'], { cwd: repo, stdio: 'inherit' });
+  const target = process.env.CARGO_TARGET_DIR ?? join(repo, 'target');
+  return join(target, 'debug', 'examples', 'cross_target');
+}
