@@ -28,7 +28,10 @@
 //!
 //! A holder drains its accept queue on a small thread, so probes never fill the backlog (where
 //! a full backlog reads as "refused": macOS and the BSDs). Connects are non-blocking, so a full
-//! backlog on Linux answers `EAGAIN` — alive — instead of blocking.
+//! backlog on Linux answers `EAGAIN` — alive — instead of blocking. The one gap: on macOS and
+//! the BSDs, a holder that is *stopped* (SIGSTOP, a debugger breakpoint) drains nothing, and
+//! after about 128 probes while it is stopped a probe reads "refused" and takes the database
+//! over. Linux has no such gap. Not tested here (Linux only).
 //!
 //! A Unix socket path holds at most 107 bytes (103 on macOS). For a longer database path, Linux
 //! reaches the directory through `/proc/self/fd/<fd>` of the opened directory; elsewhere (or
