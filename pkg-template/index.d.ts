@@ -159,9 +159,23 @@ export interface TidekvError extends Error {
 /** Called with every key removed by expiry (lazily or by a sweep). */
 export type ExpireListener = (key: string, namespace: string) => void;
 
+/** What a change listener hears about. */
+export interface ChangeEvent {
+  key: string;
+  /** `''` for the default namespace. */
+  namespace: string;
+  /** A set (or TTL change), a delete that removed a live key, or an expiry. */
+  op: 'set' | 'delete' | 'expire';
+  /** `true` when another tab or worker made the change; `false` for this store's own calls. */
+  remote: boolean;
+}
+
+/** Called with every change, in the order the changes happened (a reload is not a change). */
+export type ChangeListener = (event: ChangeEvent) => void;
+
 /**
  * Called with every failed flush (the data stays buffered and is retried with backoff) and
- * every exception thrown by an `expire` listener (code `'ListenerError'`, the thrown value as
+ * every exception thrown by a `change` or `expire` listener (code `'ListenerError'`, the thrown value as
  * `cause`).
  */
 export type ErrorListener = (error: TidekvError) => void;
@@ -211,8 +225,10 @@ export class Store {
   /** Removes every expired key now; returns how many. */
   sweepExpired(): number;
   stats(): Stats;
+  on(event: 'change', listener: ChangeListener): void;
   on(event: 'expire', listener: ExpireListener): void;
   on(event: 'error', listener: ErrorListener): void;
+  off(event: 'change', listener: ChangeListener): void;
   off(event: 'expire', listener: ExpireListener): void;
   off(event: 'error', listener: ErrorListener): void;
   /** Resolves once everything written before the call is committed by the backend. */

@@ -544,3 +544,79 @@ fn a_store_without_a_syncer_reclaims_expired_keys_as_it_is_written_to() {
     assert_eq!(stats.expired, 10_000);
     assert_eq!(s.keys("session:").unwrap(), Vec::<String>::new());
 }
+
+#[test]
+fn change_callbacks_hear_every_set_delete_and_expiry_in_order_after_the_locks_are_released() {
+    use tidekv::core::{Change, ChangeOp};
+    let clock = ManualClock::new(1_700_000_000_000);
+    let seen: Arc<Mutex<Vec<(String, String, ChangeOp)>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let slot: Arc<Mutex<Option<Store>>> = Arc::default();
+    let inner = Arc::clone(&slot);
+    let s = Store::memory(
+        Options::default()
+            .clock(clock.clone())
+            .on_change(move |c: &Change| {
+                log.lock()
+                    .unwrap()
+                    .push((c.namespace.clone(), c.key.clone(), c.op));
+                // The store's locks are released: a callback may use the store.
+                if let Some(store) = inner.lock().unwrap().as_ref() {
+                    store.contains(&c.key).unwrap();
+                }
+            }),
+    )
+    .unwrap();
+    *slot.lock().unwrap() = Some(s.clone());
+    let users = s.namespace("users").unwrap();
+    s.set_with("a", "1", SetOptions::new().ttl(Duration::from_secs(5)))
+        .unwrap();
+    users.set("u", "ada").unwrap();
+    s.expire("a", Duration::from_secs(1)).unwrap();
+    assert!(
+        !s.delete("missing").unwrap(),
+        "a delete of nothing is no change"
+    );
+    let mut batch = tidekv::WriteBatch::new();
+    batch.set("b", "2").delete("a");
+    s.apply(batch).unwrap();
+    s.set_with("c", "3", SetOptions::new().ttl(Duration::from_secs(1)))
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(s.get("c").unwrap(), None); // lazy expiry
+    let want = [
+        ("", "a", ChangeOp::Set),
+        ("users", "u", ChangeOp::Set),
+        ("", "a", ChangeOp::Set), // a TTL change
+        ("", "b", ChangeOp::Set),
+        ("", "a", ChangeOp::Delete),
+        ("", "c", ChangeOp::Set),
+        ("", "c", ChangeOp::Expire),
+    ];
+    let got = seen.lock().unwrap().clone();
+    let want: Vec<(String, String, ChangeOp)> = want
+        .iter()
+        .map(|(ns, k, op)| (ns.to_string(), k.to_string(), *op))
+        .collect();
+    assert_eq!(got, want);
+    *slot.lock().unwrap() = None;
+}
+
+#[test]
+fn a_replay_at_open_is_not_a_change() {
+    let seen: Arc<Mutex<usize>> = Arc::default();
+    let count = Arc::clone(&seen);
+    let backend = Recorder {
+        stored: vec![put("", "a", "1"), put("ns", "b", "2")],
+        ..Recorder::default()
+    };
+    let s = Store::with_backend(
+        Box::new(backend),
+        Options::default().on_change(move |_| *count.lock().unwrap() += 1),
+    )
+    .unwrap();
+    assert_eq!(s.keys("").unwrap(), ["a"]);
+    assert_eq!(*seen.lock().unwrap(), 0);
+    s.set("c", "3").unwrap();
+    assert_eq!(*seen.lock().unwrap(), 1);
+}

@@ -527,3 +527,56 @@ async fn the_bad_input_matrix_rows_for_javascript_values() {
     );
     thrown(s.set_many(opts("[['a', 1]]")), "Error", "Closed");
 }
+
+#[wasm_bindgen_test]
+fn change_listeners_hear_sets_deletes_and_expiries_as_local_changes() {
+    let s = store();
+    let log = js("(globalThis.__tidekvChanges = [], (e) => globalThis.__tidekvChanges.push(e))");
+    s.on("change".into(), log.clone()).unwrap();
+    s.set("a".into(), "1".into(), opts("{ ttl: 1 }")).unwrap();
+    s.namespace("users".into())
+        .unwrap()
+        .set("u".into(), "ada".into(), JsValue::UNDEFINED)
+        .unwrap();
+    s.set_many(opts("[['b', 2]]")).unwrap();
+    assert_eq!(s.delete_many(opts("['b', 'missing']")).unwrap(), 1);
+    // Wait past a's TTL, then read it: lazy expiry.
+    let until = js_sys::Date::now() + 5.0;
+    while js_sys::Date::now() < until {}
+    assert!(s.get("a".into()).unwrap().is_undefined());
+    let events = Array::from(&js("globalThis.__tidekvChanges"));
+    let got: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}/{}/{}",
+                get(&e, "namespace").as_string().unwrap(),
+                get(&e, "key").as_string().unwrap(),
+                get(&e, "op").as_string().unwrap(),
+                get(&e, "remote").as_bool().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "/a/set/false",
+            "users/u/set/false",
+            "/b/set/false",
+            "/b/delete/false",
+            "/a/expire/false"
+        ]
+    );
+    // off() removes the listener; a throwing listener is reported through `error`.
+    s.off("change".into(), log).unwrap();
+    s.set("c".into(), "3".into(), JsValue::UNDEFINED).unwrap();
+    assert_eq!(Array::from(&js("globalThis.__tidekvChanges")).length(), 5);
+    let errors =
+        js("(globalThis.__tidekvErrors = [], (e) => globalThis.__tidekvErrors.push(e.code))");
+    s.on("error".into(), errors).unwrap();
+    s.on("change".into(), js("(() => { throw new Error('boom'); })"))
+        .unwrap();
+    s.set("d".into(), "4".into(), JsValue::UNDEFINED).unwrap();
+    let codes = Array::from(&js("globalThis.__tidekvErrors"));
+    assert_eq!(codes.get(0).as_string().as_deref(), Some("ListenerError"));
+}

@@ -54,9 +54,12 @@ pub struct Config {
     pub compression: bool,
     /// Smallest value that is compressed when `compression` is on, in bytes. Default 1,024.
     pub compression_threshold: usize,
-    /// Queue expired keys for [`Engine::take_expired`]. Default off (shells turn it on when a
-    /// user registers an expiry callback).
+    /// Queue expirations for [`Engine::take_changes`]. Default off (shells turn it on when a
+    /// user registers an expiry callback, or their backend needs the expired keys).
     pub track_expired: bool,
+    /// Queue every change — sets, deletes and expirations — for [`Engine::take_changes`].
+    /// Default off (shells turn it on when a user registers a change callback).
+    pub track_changes: bool,
 }
 
 /// How many expired keys a write reclaims on its way, at most (see `Engine::reclaim_on_write`).
@@ -77,6 +80,7 @@ impl Default for Config {
             compression: false,
             compression_threshold: 1_024,
             track_expired: false,
+            track_changes: false,
         }
     }
 }
@@ -157,6 +161,39 @@ fn deadline(now: u64, ttl_ms: u64) -> Result<u64> {
         })
 }
 
+/// What happened to a key, in a [`Change`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChangeOp {
+    /// A set, or a TTL change (`expire`, `persist`).
+    Set,
+    /// A delete that removed a live key.
+    Delete,
+    /// The key's TTL passed and expiry removed it.
+    Expire,
+}
+
+impl ChangeOp {
+    /// `"set"`, `"delete"` or `"expire"`: the name JavaScript change events use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Set => "set",
+            ChangeOp::Delete => "delete",
+            ChangeOp::Expire => "expire",
+        }
+    }
+}
+
+/// One change to one key, as change callbacks and events report it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Change {
+    /// The key.
+    pub key: String,
+    /// Its namespace (`""` is the default namespace).
+    pub namespace: String,
+    /// What happened.
+    pub op: ChangeOp,
+}
+
 /// One change of an atomic batch ([`Engine::apply`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum BatchOp {
@@ -211,7 +248,8 @@ pub struct Engine {
     buffer: Buffer,
     stats: Stats,
     last_sweep_more_due: bool,
-    expired_events: Vec<(String, String)>,
+    /// Changes queued for [`Engine::take_changes`].
+    changes: Vec<Change>,
     /// Records a replay announced ([`Engine::reserve_for_load`]) and no namespace took yet.
     load_hint: usize,
 }
@@ -231,7 +269,7 @@ impl Engine {
             },
             config,
             last_sweep_more_due: false,
-            expired_events: Vec::new(),
+            changes: Vec::new(),
             load_hint: 0,
         };
         engine.namespace("")?;
@@ -455,6 +493,7 @@ impl Engine {
         let space = &mut self.spaces[ns as usize];
         self.buffer.mark(&mut space.pending, key, record_size, now);
         self.stats.sets += 1;
+        self.note(ns, key, ChangeOp::Set);
         self.reclaim_on_write(now);
     }
 
@@ -606,6 +645,7 @@ impl Engine {
         }
         self.mark(ns, key, now);
         self.stats.deletes += 1;
+        self.note(ns, key, ChangeOp::Delete);
         self.reclaim_on_write(now);
         Ok(true)
     }
@@ -676,6 +716,7 @@ impl Engine {
             self.deadlines.insert(d, ns, key);
         }
         self.mark(ns, key, now);
+        self.note(ns, key, ChangeOp::Set);
         Ok(Some(old))
     }
 
@@ -1046,16 +1087,40 @@ impl Engine {
         out
     }
 
-    /// The (namespace, key) pairs expiry removed since the last call, when `track_expired` is on.
-    pub fn take_expired(&mut self) -> Vec<(String, String)> {
-        core::mem::take(&mut self.expired_events)
+    /// The changes made since the last call, in the order they were made: every set, delete
+    /// and expiration when `track_changes` is on; only expirations when just `track_expired`
+    /// is. A replay at open is not a change.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        core::mem::take(&mut self.changes)
     }
 
-    /// Turns expired-key tracking on or off (for expiry callbacks and events).
+    /// Turns the queueing of expirations on or off (for expiry callbacks and events).
     pub fn set_track_expired(&mut self, on: bool) {
         self.config.track_expired = on;
+        let all = self.config.track_changes;
+        self.changes
+            .retain(|c| all || on || c.op != ChangeOp::Expire);
+    }
+
+    /// Turns the queueing of every change on or off (for change callbacks and events).
+    pub fn set_track_changes(&mut self, on: bool) {
+        self.config.track_changes = on;
         if !on {
-            self.expired_events.clear();
+            let expired = self.config.track_expired;
+            self.changes.retain(|c| expired && c.op == ChangeOp::Expire);
+        }
+    }
+
+    /// Queues a change if someone listens for it.
+    fn note(&mut self, ns: NsId, key: &str, op: ChangeOp) {
+        let wanted =
+            self.config.track_changes || (op == ChangeOp::Expire && self.config.track_expired);
+        if wanted {
+            self.changes.push(Change {
+                key: String::from(key),
+                namespace: String::from(&*self.spaces[ns as usize].name),
+                op,
+            });
         }
     }
 
@@ -1090,10 +1155,7 @@ impl Engine {
         let size = self.state_size(ns, key);
         let space = &mut self.spaces[ns as usize];
         self.buffer.resize(&mut space.pending, key, size);
-        if self.config.track_expired {
-            self.expired_events
-                .push((String::from(&*space.name), String::from(key)));
-        }
+        self.note(ns, key, ChangeOp::Expire);
     }
 
     fn insert_entry(&mut self, ns: NsId, key: &str, entry: Entry) {

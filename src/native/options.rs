@@ -4,10 +4,12 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use super::syncer::SyncerShared;
 use super::{Clock, Syncer, SystemClock};
-use crate::{core::Config, Error, Kind, Result};
+use crate::core::{Change, Config};
+use crate::{Error, Kind, Result};
 
 /// A callback for keys removed by expiry: `(namespace, key)`.
 pub(crate) type ExpireCallback = Arc<dyn Fn(&str, &str) + Send + Sync>;
+pub(crate) type ChangeCallback = Arc<dyn Fn(&Change) + Send + Sync>;
 
 /// How far [`Store::flush`](super::Store::flush) takes a batch of a file-backed store before it
 /// returns.
@@ -39,6 +41,7 @@ pub struct Options {
     pub(crate) config: Config,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) on_expire: Option<ExpireCallback>,
+    pub(crate) on_change: Option<ChangeCallback>,
     pub(crate) db: String,
     pub(crate) log: LogOptions,
     pub(crate) syncer: Option<Arc<SyncerShared>>,
@@ -95,6 +98,7 @@ impl Default for Options {
             config: Config::default(),
             clock: Arc::new(SystemClock),
             on_expire: None,
+            on_change: None,
             db: "default".into(),
             log: LogOptions::default(),
             syncer: None,
@@ -110,6 +114,7 @@ impl fmt::Debug for Options {
             .field("log", &self.log)
             .field("syncer", &self.syncer.is_some())
             .field("on_expire", &self.on_expire.is_some())
+            .field("on_change", &self.on_change.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -148,6 +153,33 @@ impl Options {
     pub fn on_expire(mut self, callback: impl Fn(&str, &str) + Send + Sync + 'static) -> Self {
         self.on_expire = Some(Arc::new(callback));
         self.config.track_expired = true;
+        self
+    }
+
+    /// Called with every change this store makes — each set (and TTL change), each delete
+    /// that removed a live key, each expiry — in the order they happened, after the store's
+    /// locks are released (so the callback may use the store). A replay at open is not a
+    /// change. Default: none; without a callback no change is recorded at all.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use tidekv::core::{Change, ChangeOp};
+    /// use tidekv::{Options, Store};
+    ///
+    /// # fn main() -> tidekv::Result<()> {
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&seen);
+    /// let store = Store::memory(Options::default().on_change(move |c: &Change| {
+    ///     log.lock().unwrap().push((c.key.clone(), c.op));
+    /// }))?;
+    /// store.set("a", "1")?;
+    /// store.delete("a")?;
+    /// assert_eq!(*seen.lock().unwrap(), [("a".into(), ChangeOp::Set), ("a".into(), ChangeOp::Delete)]);
+    /// # Ok(()) }
+    /// ```
+    pub fn on_change(mut self, callback: impl Fn(&Change) + Send + Sync + 'static) -> Self {
+        self.on_change = Some(Arc::new(callback));
+        self.config.track_changes = true;
         self
     }
 

@@ -18,10 +18,10 @@ use bytes::Bytes;
 
 use super::backend::{CompactionReport, DiskStats};
 use super::file_log::{sync_dir, FileLog};
-use super::options::{ttl_ms, ExpireCallback};
+use super::options::{ttl_ms, ChangeCallback, ExpireCallback};
 use super::syncer::SyncerShared;
 use super::{Backend, Clock, MemoryBackend, Options, Replay, SetOptions, WriteBatch};
-use crate::core::{log::validate_db_name, Engine, NsId};
+use crate::core::{log::validate_db_name, Change, ChangeOp, Engine, NsId};
 use crate::{Error, Kind, Metadata, Record, Result, Stats};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -61,6 +61,7 @@ pub(crate) struct Shared {
     flush_requested: AtomicBool,
     clock: Arc<dyn Clock>,
     on_expire: Option<ExpireCallback>,
+    on_change: Option<ChangeCallback>,
     syncer: Option<Arc<SyncerShared>>,
 }
 
@@ -81,18 +82,18 @@ impl Shared {
     /// starts a flush if one is due (a syncer's, or inline without one).
     fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut Engine, u64) -> Result<R>) -> Result<R> {
         let now = self.now();
-        let (result, expired, flush_due, full) = {
+        let (result, changes, flush_due, full) = {
             let mut state = lock(&self.state);
             if state.closed {
                 return Err(Error::Closed);
             }
             let result = f(&mut state.engine, now);
-            let expired = self.on_expire.as_ref().map(|_| state.engine.take_expired());
+            let changes = self.take_changes(&mut state.engine);
             let engine = &state.engine;
             let full = engine.pending_bytes() >= engine.config().buffer_size;
-            (result, expired, engine.flush_due(now), full)
+            (result, changes, engine.flush_due(now), full)
         };
-        self.after_call(expired, flush_due, full);
+        self.after_call(changes, flush_due, full);
         result
     }
 
@@ -105,30 +106,25 @@ impl Shared {
     ) -> Result<R> {
         let mut at = None;
         let mut now = || *at.get_or_insert_with(|| self.now());
-        let (result, expired, flush_due, full) = {
+        let (result, changes, flush_due, full) = {
             let mut state = lock(&self.state);
             if state.closed {
                 return Err(Error::Closed);
             }
             let result = f(&mut state.engine, &mut now);
-            let expired = self.on_expire.as_ref().map(|_| state.engine.take_expired());
+            let changes = self.take_changes(&mut state.engine);
             let engine = &state.engine;
             let full = engine.pending_bytes() >= engine.config().buffer_size;
-            (result, expired, engine.flush_due_lazy(&mut now), full)
+            (result, changes, engine.flush_due_lazy(&mut now), full)
         };
-        self.after_call(expired, flush_due, full);
+        self.after_call(changes, flush_due, full);
         result
     }
 
     /// What every call does after the engine lock is released: expiry callbacks, then a flush
     /// if one is due.
-    fn after_call(
-        self: &Arc<Self>,
-        expired: Option<Vec<(String, String)>>,
-        flush_due: bool,
-        full: bool,
-    ) {
-        self.notify_expired(expired);
+    fn after_call(self: &Arc<Self>, changes: Vec<Change>, flush_due: bool, full: bool) {
+        self.notify(changes);
         if flush_due {
             if self.syncer_running() {
                 // The syncer flushes on its interval; a full buffer gets it out of bed now.
@@ -145,10 +141,25 @@ impl Shared {
         }
     }
 
-    fn notify_expired(&self, expired: Option<Vec<(String, String)>>) {
-        if let (Some(callback), Some(expired)) = (&self.on_expire, expired) {
-            for (namespace, key) in expired {
-                callback(&namespace, &key);
+    /// The engine's queued changes, if any callback wants them (the queue is empty otherwise).
+    fn take_changes(&self, engine: &mut Engine) -> Vec<Change> {
+        if self.on_expire.is_some() || self.on_change.is_some() {
+            engine.take_changes()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Runs the expiry and change callbacks, with no lock held.
+    fn notify(&self, changes: Vec<Change>) {
+        for change in changes {
+            if change.op == ChangeOp::Expire {
+                if let Some(on_expire) = &self.on_expire {
+                    on_expire(&change.namespace, &change.key);
+                }
+            }
+            if let Some(on_change) = &self.on_change {
+                on_change(&change);
             }
         }
     }
@@ -478,6 +489,7 @@ impl Store {
             flush_requested: AtomicBool::new(false),
             clock: options.clock,
             on_expire: options.on_expire,
+            on_change: options.on_change,
             syncer: options.syncer,
         });
         if let Some(syncer) = &shared.syncer {

@@ -25,7 +25,7 @@ use super::convert::{
 };
 use super::options::{memory_config, BackendKind, Durability, OpenOptions};
 use super::scheduler::{self, now};
-use crate::core::{BatchOp, Engine, NsId};
+use crate::core::{BatchOp, Change, ChangeOp, Engine, NsId};
 use crate::Error;
 
 /// Retry delays after failed flushes grow from this, doubling, ...
@@ -37,6 +37,18 @@ const RETRY_MAX_MS: u64 = 10_000;
 struct Listeners {
     expire: Vec<Function>,
     error: Vec<Function>,
+    change: Vec<Function>,
+}
+
+impl Listeners {
+    /// The listeners of `event` (one [`event_args`] accepted).
+    fn list(&mut self, event: &str) -> &mut Vec<Function> {
+        match event {
+            "change" => &mut self.change,
+            "expire" => &mut self.expire,
+            _ => &mut self.error,
+        }
+    }
 }
 
 /// One open store: the engine, its backend, the job chain and the event listeners. Shared by
@@ -102,17 +114,17 @@ impl Shared {
             return Err(to_js(Error::Closed));
         }
         let now = now();
-        let (result, expired, flush_due, next_tick) = {
+        let (result, changes, flush_due, next_tick) = {
             let mut engine = self.engine.borrow_mut();
             let result = f(&mut engine, now);
             (
                 result,
-                engine.take_expired(),
+                engine.take_changes(),
                 engine.flush_due(now),
                 engine.next_tick_ms(now),
             )
         };
-        self.emit_expired(expired);
+        self.emit_changes(changes);
         if flush_due && now >= self.retry_at.get() {
             self.kick();
         }
@@ -126,18 +138,18 @@ impl Shared {
         if self.closed.get() {
             return None;
         }
-        let (expired, flush_due, mut delay, max_tick) = {
+        let (changes, flush_due, mut delay, max_tick) = {
             let mut engine = self.engine.borrow_mut();
             let budget = engine.config().sweep_budget;
             engine.sweep(now, budget);
             (
-                engine.take_expired(),
+                engine.take_changes(),
                 engine.flush_due(now),
                 engine.next_tick_ms(now),
                 engine.config().max_tick_ms,
             )
         };
-        self.emit_expired(expired);
+        self.emit_changes(changes);
         let retry_at = self.retry_at.get();
         if flush_due && now >= retry_at {
             self.kick();
@@ -147,6 +159,15 @@ impl Shared {
         }
         self.start_reclaim();
         Some(delay)
+    }
+
+    /// Tells the engine which changes to queue: expirations while anyone needs them (an
+    /// `expire` listener, or a backend that keeps expired records), everything while a `change`
+    /// listener is registered.
+    fn track(&self, listeners: &Listeners) {
+        let mut engine = self.engine.borrow_mut();
+        engine.set_track_expired(!listeners.expire.is_empty() || self.keeps_expired());
+        engine.set_track_changes(!listeners.change.is_empty());
     }
 
     /// Whether the backend needs the expired keys (see [`Backend::keeps_expired`]).
@@ -299,24 +320,48 @@ impl Shared {
         self.queue(|me| async move { me.flush_now().await.map(|_| JsValue::UNDEFINED) })
     }
 
-    fn emit_expired(&self, expired: Vec<(String, String)>) {
-        if expired.is_empty() {
+    /// Hands expired keys to a backend that keeps their records, then calls the `expire`
+    /// listeners (`(key, namespace)`) and the `change` listeners (`{ key, namespace, op,
+    /// remote }`) in the order the changes happened. A throwing listener is reported through
+    /// `error` and the others still run.
+    fn emit_changes(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
             return;
         }
-        if self.backend.as_ref().is_some_and(|b| b.keeps_expired()) {
-            self.reclaim.borrow_mut().extend(expired.iter().cloned());
+        if self.keeps_expired() {
+            self.reclaim.borrow_mut().extend(
+                changes
+                    .iter()
+                    .filter(|c| c.op == ChangeOp::Expire)
+                    .map(|c| (c.namespace.clone(), c.key.clone())),
+            );
         }
-        let listeners = self.listeners.borrow().expire.clone();
-        for (namespace, key) in expired {
-            for listener in &listeners {
-                let called = listener.call2(
-                    &JsValue::UNDEFINED,
-                    &JsValue::from(key.as_str()),
-                    &JsValue::from(namespace.as_str()),
-                );
-                if let Err(thrown) = called {
-                    self.emit_error(&listener_error(&thrown));
+        let (expire, change) = {
+            let listeners = self.listeners.borrow();
+            (listeners.expire.clone(), listeners.change.clone())
+        };
+        for c in changes {
+            let key = JsValue::from(c.key.as_str());
+            let namespace = JsValue::from(c.namespace.as_str());
+            let mut results = Vec::new();
+            if c.op == ChangeOp::Expire {
+                for listener in &expire {
+                    results.push(listener.call2(&JsValue::UNDEFINED, &key, &namespace));
                 }
+            }
+            if !change.is_empty() {
+                let event = object(&[
+                    ("key", key.clone()),
+                    ("namespace", namespace.clone()),
+                    ("op", JsValue::from(c.op.as_str())),
+                    ("remote", JsValue::FALSE),
+                ]);
+                for listener in &change {
+                    results.push(listener.call1(&JsValue::UNDEFINED, &event));
+                }
+            }
+            for thrown in results.into_iter().filter_map(Result::err) {
+                self.emit_error(&listener_error(&thrown));
             }
         }
     }
@@ -650,16 +695,11 @@ impl JsStore {
     pub fn on(&self, event: JsValue, listener: JsValue) -> Result<(), JsValue> {
         let (event, listener) = event_args(&event, &listener)?;
         let mut all = self.shared.listeners.borrow_mut();
-        let list = if event == "expire" {
-            &mut all.expire
-        } else {
-            &mut all.error
-        };
+        let list = all.list(&event);
         if !list.iter().any(|l| l == &listener) {
             list.push(listener);
         }
-        let tracking = !all.expire.is_empty() || self.shared.keeps_expired();
-        self.shared.engine.borrow_mut().set_track_expired(tracking);
+        self.shared.track(&all);
         Ok(())
     }
 
@@ -667,13 +707,8 @@ impl JsStore {
     pub fn off(&self, event: JsValue, listener: JsValue) -> Result<(), JsValue> {
         let (event, listener) = event_args(&event, &listener)?;
         let mut all = self.shared.listeners.borrow_mut();
-        if event == "expire" {
-            all.expire.retain(|l| l != &listener);
-        } else {
-            all.error.retain(|l| l != &listener);
-        }
-        let tracking = !all.expire.is_empty() || self.shared.keeps_expired();
-        self.shared.engine.borrow_mut().set_track_expired(tracking);
+        all.list(&event).retain(|l| l != &listener);
+        self.shared.track(&all);
         Ok(())
     }
 
@@ -720,9 +755,9 @@ impl JsStore {
 
 fn event_args(event: &JsValue, listener: &JsValue) -> Result<(String, Function), JsValue> {
     let event = string(event, "event name")?;
-    if event != "expire" && event != "error" {
+    if !matches!(event.as_str(), "change" | "expire" | "error") {
         return Err(type_error(&format!(
-            "unknown event {event:?}: expected 'expire' or 'error'"
+            "unknown event {event:?}: expected 'change', 'expire' or 'error'"
         )));
     }
     let listener = listener
