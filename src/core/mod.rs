@@ -192,6 +192,9 @@ pub struct Change {
     pub namespace: String,
     /// What happened.
     pub op: ChangeOp,
+    /// Whether another writer of the same data made it (another tab of an IndexedDB
+    /// database, see [`Engine::apply_remote`]); `false` for this engine's own calls.
+    pub remote: bool,
 }
 
 /// One change of an atomic batch ([`Engine::apply`]).
@@ -1040,6 +1043,57 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether `key` has a change of this engine's that its backend has not confirmed yet
+    /// (pending, or in the batch in flight). Such a key is this engine's to decide: the
+    /// change will reach the backend after anything another writer committed before.
+    pub fn is_local(&self, ns: NsId, key: &str) -> bool {
+        let Some(space) = self.spaces.get(ns as usize) else {
+            return false;
+        };
+        space.pending.dirty.contains_key(key)
+            || self
+                .buffer
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.keys.iter().any(|(n, k, _)| *n == ns && **k == *key))
+    }
+
+    /// Applies a record another writer committed to the shared backend (another tab), as read
+    /// back from it: the key takes that state without becoming pending — unless the key
+    /// [`is_local`](Self::is_local), whose own change wins once it lands. Returns the change
+    /// it made (`remote: true`), or `None` when nothing changed (a local key, the same state).
+    pub fn apply_remote(&mut self, record: Record, now: u64) -> Result<Option<Change>> {
+        let ns = self.namespace(record.namespace())?;
+        let key = String::from(record.key());
+        if self.is_local(ns, &key) {
+            return Ok(None);
+        }
+        let current = self.spaces[ns as usize]
+            .map
+            .get(&key)
+            .filter(|e| e.is_live(now))
+            .map(|e| put_record(&self.spaces[ns as usize].name, &key, e));
+        let op = match &record {
+            Record::Put(p) if current.as_ref().is_some_and(|c| same_put(c, p)) => return Ok(None),
+            Record::Put(p) if p.expires_at.is_some_and(|d| d <= now) => {
+                if current.is_none() {
+                    return Ok(None);
+                }
+                ChangeOp::Expire
+            }
+            Record::Put(_) => ChangeOp::Set,
+            Record::Delete { .. } if current.is_none() => return Ok(None),
+            Record::Delete { .. } => ChangeOp::Delete,
+        };
+        self.load(record, now)?;
+        Ok(Some(Change {
+            key,
+            namespace: String::from(&*self.spaces[ns as usize].name),
+            op,
+            remote: true,
+        }))
+    }
+
     /// Every live entry as a Put record, namespaces in creation order and keys sorted: what a
     /// compaction writes, or a dump prints.
     pub fn snapshot(&self, now: u64) -> Vec<Record> {
@@ -1120,6 +1174,7 @@ impl Engine {
                 key: String::from(key),
                 namespace: String::from(&*self.spaces[ns as usize].name),
                 op,
+                remote: false,
             });
         }
     }
@@ -1262,6 +1317,15 @@ fn sort_by_seq(keys: &mut Vec<(NsId, Box<str>, u64)>) {
         slots[at] = Some(k);
     }
     keys.extend(slots.into_iter().flatten());
+}
+
+/// Whether two Puts describe the same state (compression is how it is stored, not what it is).
+fn same_put(a: &PutRecord, b: &PutRecord) -> bool {
+    a.value == b.value
+        && a.kind == b.kind
+        && a.expires_at == b.expires_at
+        && a.tags == b.tags
+        && a.updated_at == b.updated_at
 }
 
 fn put_record(namespace: &str, key: &str, entry: &Entry) -> PutRecord {
@@ -1547,5 +1611,68 @@ mod tests {
         let keys: Vec<&str> = batch.records.iter().map(Record::key).collect();
         assert_eq!(keys, ["old", "a", "b"]);
         assert!(matches!(&batch.records[0], Record::Delete { .. }));
+    }
+
+    #[test]
+    fn a_remote_record_applies_unless_the_key_has_an_unconfirmed_local_change() {
+        let mut e = engine();
+        let remote = |key: &str, value: &'static [u8], expires_at: Option<u64>| {
+            Record::Put(PutRecord {
+                namespace: String::new(),
+                key: key.into(),
+                value: Bytes::from_static(value),
+                kind: Kind::Text,
+                created_at: T0,
+                updated_at: T0,
+                expires_at,
+                tags: Vec::new(),
+                compressed: false,
+            })
+        };
+        // A key this engine never touched takes the remote state, silently as to the buffer.
+        let change = e
+            .apply_remote(remote("a", b"1", None), T0)
+            .unwrap()
+            .unwrap();
+        assert_eq!((change.op, change.remote), (ChangeOp::Set, true));
+        assert_eq!(&e.get(0, "a", T0).unwrap().unwrap().0[..], b"1");
+        assert!(!e.has_unflushed());
+        // The same state again is no change.
+        assert!(e
+            .apply_remote(remote("a", b"1", None), T0)
+            .unwrap()
+            .is_none());
+        // A pending local change wins, and so does one in flight.
+        set(&mut e, "b", None, &NO_TAGS, T0);
+        assert!(e
+            .apply_remote(remote("b", b"theirs", None), T0)
+            .unwrap()
+            .is_none());
+        let batch = e.take_batch().unwrap();
+        assert!(e.is_local(0, "b"));
+        assert!(e
+            .apply_remote(remote("b", b"theirs", None), T0)
+            .unwrap()
+            .is_none());
+        e.ack(batch.id);
+        assert!(!e.is_local(0, "b"));
+        // Deletes and records that expired where they were written.
+        let del = Record::Delete {
+            namespace: String::new(),
+            key: "a".into(),
+        };
+        assert_eq!(
+            e.apply_remote(del.clone(), T0).unwrap().unwrap().op,
+            ChangeOp::Delete
+        );
+        assert!(e.apply_remote(del, T0).unwrap().is_none());
+        let op = e
+            .apply_remote(remote("b", b"gone", Some(T0)), T0)
+            .unwrap()
+            .unwrap()
+            .op;
+        assert_eq!(op, ChangeOp::Expire);
+        assert_eq!(e.keys(0, "", T0).unwrap(), Vec::<String>::new());
+        assert!(!e.has_unflushed());
     }
 }

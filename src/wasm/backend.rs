@@ -16,6 +16,12 @@ use crate::{Batch, Record, Result};
 /// A backend operation in progress.
 pub(crate) type Task<T> = Pin<Box<dyn Future<Output = Result<T>>>>;
 
+/// Keys as (namespace, key) pairs.
+pub(crate) type Keys = Vec<(String, String)>;
+
+/// Called with the keys another writer of a shared backend committed.
+pub(crate) type KeysListener = Box<dyn Fn(Keys)>;
+
 /// What a compaction did. Byte counts are of stored records as the backend keeps them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CompactReport {
@@ -57,6 +63,21 @@ pub(crate) trait Backend {
     fn reclaim_expired(self: Rc<Self>, expired: Vec<(String, String)>, now: u64) -> Task<()> {
         let _ = (expired, now);
         Box::pin(async { Ok(()) })
+    }
+
+    /// For a backend other writers share (one IndexedDB database, many tabs and workers):
+    /// from now on, `listener` is called with the keys (namespace, key) another writer
+    /// committed, so the store can [`read`](Backend::read) them back. Default: nobody else
+    /// writes.
+    fn subscribe(&self, listener: KeysListener) {
+        let _ = listener;
+    }
+
+    /// What the backend holds for `keys` now, read in one transaction: a Put per stored key, a
+    /// Delete for a key it does not hold. Default: nothing to read.
+    fn read(self: Rc<Self>, keys: Keys) -> Task<Vec<Record>> {
+        let _ = keys;
+        Box::pin(async { Ok(Vec::new()) })
     }
 
     /// Whether so much of what the backend stores is dead (overwritten, deleted) that a

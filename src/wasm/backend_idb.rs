@@ -24,7 +24,6 @@
 //! `success` event to stay in the same transaction.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::rc::Rc;
 
 use js_sys::{Array, Uint8Array};
@@ -32,7 +31,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{IdbDatabase, IdbFactory, IdbObjectStore};
 
-use super::backend::{Backend, CompactReport, Task};
+use super::backend::{Backend, CompactReport, Keys, KeysListener, Task};
 use super::idb;
 use crate::core::Engine;
 use crate::{Batch, Error, Record, Result};
@@ -49,7 +48,16 @@ pub(crate) struct IdbBackend {
     /// `"relaxed"` or `"strict"`.
     durability: &'static str,
     db: RefCell<Option<IdbDatabase>>,
+    /// This connection's id in change announcements (so it never hears its own).
+    id: String,
+    /// The `BroadcastChannel` `tidekv:<name>` (null where there is none), and the listener it
+    /// calls, while subscribed.
+    channel: JsValue,
+    listener: RefCell<Option<JsListener>>,
 }
+
+/// The JS side of a [`KeysListener`]: the channel's `onmessage` target.
+type JsListener = Closure<dyn Fn(JsValue)>;
 
 impl IdbBackend {
     /// Opens database `name` (creating it if needed) and loads every live record into
@@ -80,6 +88,13 @@ impl IdbBackend {
             name: name.into(),
             durability: if strict { "strict" } else { "relaxed" },
             db: RefCell::new(Some(db)),
+            id: format!(
+                "{:x}{:x}",
+                js_sys::Date::now() as u64,
+                (js_sys::Math::random() * 1e15) as u64
+            ),
+            channel: open_channel(name),
+            listener: RefCell::new(None),
         });
         Ok((backend, expired))
     }
@@ -97,6 +112,17 @@ impl IdbBackend {
 }
 
 #[wasm_bindgen(inline_js = r#"
+export function openChannel(name) {
+  return typeof BroadcastChannel === 'function' ? new BroadcastChannel(`tidekv:${name}`) : null;
+}
+export function listen(channel, id, onKeys) {
+  if (channel) channel.onmessage = (e) => {
+    const m = e.data;
+    if (m && m.v === 1 && m.from !== id && Array.isArray(m.keys)) onKeys(m.keys);
+  };
+}
+export function announce(channel, id, keys) { if (channel) channel.postMessage({ v: 1, from: id, keys }); }
+export function closeChannel(channel) { if (channel) { channel.onmessage = null; channel.close(); } }
 export function deleteIf(store, keys, test) {
   for (const key of keys) {
     const req = store.get(key);
@@ -105,6 +131,15 @@ export function deleteIf(store, keys, test) {
 }
 "#)]
 extern "C" {
+    /// The `BroadcastChannel` tabs and workers of database `name` announce commits on, or null.
+    #[wasm_bindgen(js_name = openChannel)]
+    fn open_channel(name: &str) -> JsValue;
+    /// Calls `on_keys([[namespace, key], ...])` for every announcement not from `id`.
+    fn listen(channel: &JsValue, id: &str, on_keys: &js_sys::Function);
+    /// Tells the other tabs and workers which keys a transaction of `id` committed.
+    fn announce(channel: &JsValue, id: &str, keys: &Array);
+    #[wasm_bindgen(js_name = closeChannel)]
+    fn close_channel(channel: &JsValue);
     /// Reads each key and deletes it, in the same transaction, if `test(value)` says so.
     #[wasm_bindgen(js_name = deleteIf)]
     fn delete_if(store: &IdbObjectStore, keys: &Array, test: &js_sys::Function);
@@ -199,18 +234,66 @@ impl Backend for IdbBackend {
             }
             committed
                 .await
-                .map(|_| ())
-                .map_err(|e| idb::error("write transaction", &e))
+                .map_err(|e| idb::error("write transaction", &e))?;
+            // Committed: the other tabs and workers read these keys back.
+            let keys: Array = batch
+                .records
+                .iter()
+                .map(|r| JsValue::from(Array::of2(&r.namespace().into(), &r.key().into())))
+                .collect();
+            announce(&self.channel, &self.id, &keys);
+            Ok(())
         })
     }
 
-    /// Deletes every stored record whose key is not in `live`, a page of [`PAGE`] records per
-    /// transaction, so memory stays bounded by one page however large the database is. Safe
-    /// to stop between pages: every record a page deletes is dead.
+    fn subscribe(&self, listener: KeysListener) {
+        let closure = JsListener::new(move |keys: JsValue| {
+            let keys: Vec<(String, String)> = Array::from(&keys)
+                .iter()
+                .filter_map(|pair| {
+                    let pair = pair.dyn_into::<Array>().ok()?;
+                    Some((pair.get(0).as_string()?, pair.get(1).as_string()?))
+                })
+                .collect();
+            if !keys.is_empty() {
+                listener(keys);
+            }
+        });
+        listen(&self.channel, &self.id, closure.as_ref().unchecked_ref());
+        *self.listener.borrow_mut() = Some(closure);
+    }
+
+    fn read(self: Rc<Self>, keys: Keys) -> Task<Vec<Record>> {
+        Box::pin(async move {
+            let db = self.connection().await?;
+            let (_tx, store) = idb::transaction(&db, STORE, false, "relaxed")?;
+            let mut pending = Vec::with_capacity(keys.len());
+            for (namespace, key) in &keys {
+                pending.push(idb::request(store.get(&idb_key(namespace, key)), "read")?);
+            }
+            let mut records = Vec::with_capacity(keys.len());
+            for ((namespace, key), request) in keys.into_iter().zip(pending) {
+                let value = request.result().await?;
+                records.push(if value.is_undefined() {
+                    Record::Delete { namespace, key }
+                } else {
+                    decode(&idb_key(&namespace, &key), &value)?
+                });
+            }
+            Ok(records)
+        })
+    }
+
+    /// Deletes every stored record that has expired, a page of [`PAGE`] records per
+    /// transaction (each record checked in the transaction that deletes it), so memory stays
+    /// bounded by one page however large the database is. Nothing else is dead in IndexedDB:
+    /// a set replaces its key's record and a delete removes it. Above all, a record this tab
+    /// does not hold — one another tab or worker wrote after this one loaded — is never
+    /// deleted, so `live` (this tab's view) only counts what is kept.
     fn compact(self: Rc<Self>, live: Vec<Record>) -> Task<CompactReport> {
         Box::pin(async move {
-            let wanted: HashSet<(&str, &str)> =
-                live.iter().map(|r| (r.namespace(), r.key())).collect();
+            drop(live);
+            let now = js_sys::Date::now() as u64;
             let mut report = CompactReport::default();
             let mut after: Option<JsValue> = None;
             loop {
@@ -233,11 +316,8 @@ impl Backend for IdbBackend {
                         .map_or(0, |v| u64::from(v.byte_length()));
                     report.records_before += 1;
                     report.bytes_before += size;
-                    let pair = key
-                        .dyn_ref::<Array>()
-                        .map(|a| (a.get(0).as_string(), a.get(1).as_string()));
-                    let keep = matches!(&pair, Some((Some(ns), Some(k))) if wanted.contains(&(ns.as_str(), k.as_str())));
-                    if keep {
+                    let expired = decode(&key, &value).is_ok_and(|r| is_expired(&r, now));
+                    if !expired {
                         report.records_after += 1;
                         report.bytes_after += size;
                     } else if let Err(e) = store.delete(&key) {
@@ -290,6 +370,8 @@ impl Backend for IdbBackend {
     }
     fn close(self: Rc<Self>) -> Task<()> {
         Box::pin(async move {
+            close_channel(&self.channel);
+            self.listener.borrow_mut().take();
             if let Some(db) = self.db.borrow_mut().take() {
                 db.close();
             }

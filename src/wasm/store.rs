@@ -100,7 +100,54 @@ impl Shared {
             compaction_queued: Cell::new(false),
         });
         scheduler::register(&shared, persistent);
+        if let Some(backend) = &shared.backend {
+            // Another tab or worker committed these keys: read them back, in job order.
+            let me = Rc::downgrade(&shared);
+            backend.subscribe(Box::new(move |keys| {
+                if let Some(me) = me.upgrade() {
+                    me.refresh(keys);
+                }
+            }));
+        }
         shared
+    }
+
+    /// Reads `keys` back from the backend and applies what another writer committed (see
+    /// [`Engine::apply_remote`]), firing `change` events with `remote: true`. A job like a
+    /// flush, so it never reads around a flush of this store: a key this store changed and has
+    /// not had confirmed keeps its own value, which lands after the other writer's.
+    fn refresh(self: &Rc<Self>, keys: Vec<(String, String)>) {
+        if self.closed.get() {
+            return;
+        }
+        let done = self.queue(|me| async move {
+            let Some(backend) = me.backend.clone() else {
+                return Ok(JsValue::UNDEFINED);
+            };
+            let records = backend.read(keys).await.map_err(|e| {
+                let error = to_js(e);
+                me.emit_error(&error);
+                error
+            })?;
+            let now = now();
+            let (changes, next_tick) = {
+                let mut engine = me.engine.borrow_mut();
+                let mut changes = Vec::new();
+                for record in records {
+                    if let Some(change) = js_result(engine.apply_remote(record, now))? {
+                        changes.push(change);
+                    }
+                }
+                (changes, engine.next_tick_ms(now))
+            };
+            me.emit_changes(changes);
+            scheduler::wake(now, next_tick);
+            Ok(JsValue::UNDEFINED)
+        });
+        spawn_local(async move {
+            // A failure was reported through the `error` event.
+            let _ = JsFuture::from(done).await;
+        });
     }
 
     /// Runs `f` on the engine with the current time, refusing once the store is closed; then
@@ -354,7 +401,7 @@ impl Shared {
                     ("key", key.clone()),
                     ("namespace", namespace.clone()),
                     ("op", JsValue::from(c.op.as_str())),
-                    ("remote", JsValue::FALSE),
+                    ("remote", JsValue::from_bool(c.remote)),
                 ]);
                 for listener in &change {
                     results.push(listener.call1(&JsValue::UNDEFINED, &event));

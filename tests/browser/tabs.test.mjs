@@ -1,0 +1,135 @@
+// Many tabs, one IndexedDB database: several pages of one browser context, each with its own
+// store over the same database. A flush in one tab reaches the others (BroadcastChannel, then a
+// read back from IndexedDB); no tab's compaction or expiry removes another tab's data.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { launch, openPage, startServer } from './harness.mjs';
+
+let server;
+let url;
+let browser;
+let context;
+
+before(async () => {
+  ({ server, url } = await startServer());
+  browser = await launch();
+  context = await browser.newContext();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+/** Opens `n` tabs, each with `window.s` = a store over database `name` and a change log. */
+async function tabs(name, n, options = {}) {
+  const pages = [];
+  for (let i = 0; i < n; i++) {
+    const page = await openPage(context, url);
+    await page.evaluate(async ({ name, options }) => {
+      window.s = await Store.open({ name, ...options });
+      window.changes = [];
+      window.s.on('change', (e) => window.changes.push(e));
+    }, { name, options });
+    pages.push(page);
+  }
+  return pages;
+}
+
+/** Waits (at most 2 s, the acceptance bound) until `fn` in `page` returns something truthy. */
+async function until(page, fn, arg) {
+  return page.waitForFunction(fn, arg, { timeout: 2_000, polling: 20 });
+}
+
+async function closeAll(pages) {
+  for (const page of pages) {
+    assert.deepEqual(page.errors, [], 'no page errors');
+    await page.evaluate(() => window.s.close());
+    await page.close();
+  }
+}
+
+test('a flush in one tab is visible in the other, both ways, with remote change events', async () => {
+  const [a, b] = await tabs('tabs-visible', 2);
+  await a.evaluate(async () => { s.set('from-a', { n: 1 }, { tags: ['t'] }); await s.flush(); });
+  await until(b, () => s.get('from-a')?.n === 1);
+  await b.evaluate(async () => { s.set('from-b', 'two'); await s.flush(); });
+  await until(a, () => s.get('from-b') === 'two');
+  const seenByB = await b.evaluate(() => changes.map((e) => [e.key, e.op, e.remote]));
+  assert.deepEqual(seenByB, [['from-a', 'set', true], ['from-b', 'set', false]]);
+  const seenByA = await a.evaluate(() => changes.map((e) => [e.key, e.op, e.remote]));
+  assert.deepEqual(seenByA, [['from-a', 'set', false], ['from-b', 'set', true]], 'never a remote echo of its own write');
+  assert.deepEqual(await b.evaluate(() => s.queryByTags(['t'])), ['from-a']);
+  await closeAll([a, b]);
+});
+
+test('deletes reach the other tabs', async () => {
+  const [a, b, c] = await tabs('tabs-delete', 3);
+  await a.evaluate(async () => { s.setMany([['k1', 1], ['k2', 2]]); await s.flush(); });
+  await until(c, () => s.get('k2') === 2);
+  await b.evaluate(async () => { await new Promise((r) => setTimeout(r, 0)); });
+  await until(b, () => s.get('k1') === 1);
+  await b.evaluate(async () => { s.delete('k1'); await s.flush(); });
+  await until(a, () => s.get('k1') === undefined);
+  await until(c, () => s.get('k1') === undefined && s.get('k2') === 2);
+  const op = await c.evaluate(() => changes.filter((e) => e.key === 'k1').map((e) => e.op));
+  assert.deepEqual(op, ['set', 'delete']);
+  await closeAll([a, b, c]);
+});
+
+test("compact() in one tab right after another tab's flush keeps the other tab's data", async () => {
+  const [a, b] = await tabs('tabs-compact', 2);
+  await a.evaluate(async () => { s.set('old', 'a'); await s.flush(); });
+  // b writes, and a compacts at once, before b's announcement could have reached it.
+  await b.evaluate(async () => { s.setMany(Array.from({ length: 50 }, (_, i) => [`b${i}`, i])); await s.flush(); });
+  const report = await a.evaluate(() => s.compact());
+  assert.equal(report.recordsAfter, 51);
+  await closeAll([a, b]);
+  const [fresh] = await tabs('tabs-compact', 1);
+  assert.equal(await fresh.evaluate(() => s.keys().length), 51);
+  await closeAll([fresh]);
+});
+
+test('two tabs writing 500 keys each in interleaved flushes: every tab and a fresh one has all 1,000', async () => {
+  const [a, b] = await tabs('tabs-interleaved', 2);
+  for (let round = 0; round < 10; round++) {
+    for (const [page, prefix] of [[a, 'a'], [b, 'b']]) {
+      await page.evaluate(async ({ prefix, round }) => {
+        for (let i = 0; i < 50; i++) s.set(`${prefix}${round * 50 + i}`, i);
+        await s.flush();
+      }, { prefix, round });
+    }
+  }
+  await until(a, () => s.keys().length === 1000);
+  await until(b, () => s.keys().length === 1000);
+  await closeAll([a, b]);
+  const [fresh] = await tabs('tabs-interleaved', 1);
+  assert.equal(await fresh.evaluate(() => s.keys().length), 1000);
+  await closeAll([fresh]);
+});
+
+test('concurrent writes to one key converge on one value that every tab and a fresh tab agree on', async () => {
+  const pages = await tabs('tabs-converge', 3);
+  // All three write "x" at once, then flush at once.
+  await Promise.all(pages.map((page, i) => page.evaluate(async (i) => { s.set('x', `tab ${i}`); await s.flush(); }, i)));
+  const [fresh] = await tabs('tabs-converge', 1);
+  const winner = await fresh.evaluate(() => s.get('x'));
+  assert.match(winner, /^tab [012]$/);
+  for (const page of pages) await until(page, (w) => s.get('x') === w, winner);
+  await closeAll([...pages, fresh]);
+});
+
+test('a TTL refreshed in one tab survives the expiry of the old copy in another', async () => {
+  const [a, b] = await tabs('tabs-ttl', 2, { flushInterval: 20 });
+  await a.evaluate(async () => { s.set('session', 'v1', { ttl: 300 }); await s.flush(); });
+  await until(b, () => s.get('session') === 'v1');
+  // a refreshes the TTL; b still holds the copy that expires in 300 ms.
+  await a.evaluate(async () => { s.set('session', 'v2', { ttl: 60_000 }); await s.flush(); });
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(await a.evaluate(() => s.get('session')), 'v2');
+  await until(b, () => s.get('session') === 'v2');
+  await closeAll([a, b]);
+  const [fresh] = await tabs('tabs-ttl', 1);
+  assert.equal(await fresh.evaluate(() => s.get('session')), 'v2');
+  await closeAll([fresh]);
+});
