@@ -133,3 +133,54 @@ test('a TTL refreshed in one tab survives the expiry of the old copy in another'
   assert.equal(await fresh.evaluate(() => s.get('session')), 'v2');
   await closeAll([fresh]);
 });
+
+test('a dedicated worker writing to the database is seen by the tab, and the other way round', async () => {
+  const [tab] = await tabs('tabs-worker', 1);
+  const got = await tab.evaluate(async () => {
+    const source = `
+      import { Store } from '${location.origin}/node_modules/tidekv/web.js';
+      const s = await Store.open({ name: 'tabs-worker' });
+      const seen = [];
+      s.on('change', (e) => seen.push([e.key, e.remote]));
+      onmessage = async (e) => {
+        if (e.data === 'write') {
+          s.setMany(Array.from({ length: 20 }, (_, i) => ['w' + i, i]));
+          await s.flush();
+          postMessage('written');
+        } else if (e.data === 'read') {
+          postMessage({ fromTab: s.get('from-tab'), seen });
+        }
+      };
+      postMessage('ready');
+    `;
+    const worker = new Worker(URL.createObjectURL(new Blob([source], { type: 'text/javascript' })), { type: 'module' });
+    const next = () => new Promise((resolve, reject) => {
+      worker.onmessage = (e) => resolve(e.data);
+      worker.onerror = (e) => reject(new Error(e.message));
+    });
+    let answer = next();
+    if ((await answer) !== 'ready') throw new Error('the worker did not start');
+    answer = next();
+    worker.postMessage('write');
+    await answer;
+    const deadline = Date.now() + 2_000;
+    while (s.keys().length < 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const tabSees = s.keys().length;
+    s.set('from-tab', 'hello');
+    await s.flush();
+    let fromTab;
+    let seen;
+    while (Date.now() < deadline + 2_000) {
+      answer = next();
+      worker.postMessage('read');
+      ({ fromTab, seen } = await answer);
+      if (fromTab === 'hello') break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    worker.terminate();
+    const remoteInTab = changes.filter((e) => e.remote).length;
+    return { tabSees, fromTab, workerHeardRemote: seen.some(([k, remote]) => k === 'from-tab' && remote), remoteInTab };
+  });
+  assert.deepEqual(got, { tabSees: 20, fromTab: 'hello', workerHeardRemote: true, remoteInTab: 20 });
+  await closeAll([tab]);
+});
