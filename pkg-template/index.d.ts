@@ -53,6 +53,21 @@ export interface OpenOptions extends MemoryOptions {
   backend?: BackendName;
   /** See {@link Durability}. */
   durability?: Durability;
+  /**
+   * IndexedDB only: ask the browser to keep this origin's data when storage runs short
+   * (`navigator.storage.persist()`); `stats().storage.persisted` says whether it does.
+   * Default `false`.
+   */
+  persist?: boolean;
+}
+
+/** Browser storage, for an IndexedDB store (`null` in `stats()` for other backends). */
+export interface StorageStats {
+  /** Whether the browser keeps the data when storage runs short; `null` if unknown. */
+  persisted: boolean | null;
+  /** `navigator.storage.estimate()` figures in bytes (refreshed after flushes); `null` if unknown. */
+  quota: number | null;
+  usage: number | null;
 }
 
 /** Options of one `set`. */
@@ -121,6 +136,8 @@ export interface Stats {
   flushFailures: number;
   /** The last backend error, or `null`. */
   lastError: string | null;
+  /** Browser storage figures of an IndexedDB store; `null` for other backends. */
+  storage: StorageStats | null;
 }
 
 /** What `compact()` did. */

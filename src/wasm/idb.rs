@@ -68,6 +68,22 @@ export function startTransaction(db, store, mode, durability) {
 }
 export function isLost(db) { return db[LOST] === true; }
 export function lowerBoundAfter(key) { return IDBKeyRange.lowerBound(key, true); }
+export async function storagePersisted(ask) {
+  const storage = globalThis.navigator && globalThis.navigator.storage;
+  if (!storage) return undefined;
+  try {
+    if (ask && storage.persist) return await storage.persist();
+    return storage.persisted ? await storage.persisted() : undefined;
+  } catch { return undefined; }
+}
+export async function storageEstimate() {
+  const storage = globalThis.navigator && globalThis.navigator.storage;
+  if (!storage || !storage.estimate) return undefined;
+  try {
+    const e = await storage.estimate();
+    return [e.quota ?? NaN, e.usage ?? NaN];
+  } catch { return undefined; }
+}
 export function describe(err) {
   if (err && typeof err === 'object' && 'name' in err && 'message' in err) {
     return err.message ? `${err.name}: ${err.message}` : String(err.name);
@@ -87,6 +103,10 @@ extern "C" {
     #[wasm_bindgen(catch, js_name = lowerBoundAfter)]
     fn lower_bound_after(key: &JsValue) -> Result<IdbKeyRange, JsValue>;
     fn describe(err: &JsValue) -> String;
+    #[wasm_bindgen(js_name = storagePersisted)]
+    fn storage_persisted(ask: bool) -> Promise;
+    #[wasm_bindgen(js_name = storageEstimate)]
+    fn storage_estimate() -> Promise;
 
     // `db.transaction(store, mode, { durability })`: web-sys has it only behind its
     // unstable-API flag.
@@ -197,4 +217,18 @@ pub(crate) async fn page(
     let keys = keys.result().await?;
     let values = values.result().await?;
     Ok((keys.unchecked_into(), values.unchecked_into()))
+}
+
+/// Whether the browser keeps this origin's data when storage runs short
+/// (`navigator.storage.persisted()`), after asking for it (`persist()`) when `ask` is set.
+/// `None` where the realm has no `navigator.storage` or the call failed.
+pub(crate) async fn persisted(ask: bool) -> Option<bool> {
+    JsFuture::from(storage_persisted(ask)).await.ok()?.as_bool()
+}
+
+/// `navigator.storage.estimate()`: (quota, usage) in bytes, `None` where there is none.
+pub(crate) async fn estimate() -> Option<(f64, f64)> {
+    let pair = JsFuture::from(storage_estimate()).await.ok()?;
+    let pair = pair.dyn_ref::<Array>()?;
+    Some((pair.get(0).as_f64()?, pair.get(1).as_f64()?))
 }

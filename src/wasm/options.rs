@@ -40,6 +40,8 @@ pub(crate) struct OpenOptions {
     /// `None`: the backend's default (IndexedDB relaxed, files fsync).
     pub durability: Option<Durability>,
     pub config: Config,
+    /// Ask the browser to keep the database when storage runs short (IndexedDB only).
+    pub persist: bool,
 }
 
 const OPEN_OPTIONS: &[&str] = &[
@@ -51,6 +53,7 @@ const OPEN_OPTIONS: &[&str] = &[
     "durability",
     "compression",
     "maxValueSize",
+    "persist",
 ];
 const MEMORY_OPTIONS: &[&str] = &["bufferSize", "flushInterval", "maxValueSize", "compression"];
 
@@ -106,6 +109,7 @@ impl OpenOptions {
         let mut path = None;
         let mut backend = None;
         let mut durability = None;
+        let mut persist = false;
         for (option, value) in options(opts, "Store options", OPEN_OPTIONS)? {
             if engine_option(&mut config, &option, &value)? || value.is_undefined() {
                 continue;
@@ -118,6 +122,11 @@ impl OpenOptions {
                         return Err(type_error("option path must not be empty"));
                     }
                     path = Some(p);
+                }
+                "persist" => {
+                    persist = value.as_bool().ok_or_else(|| {
+                        type_error("option persist must be a boolean (true asks the browser to keep the data)")
+                    })?;
                 }
                 "backend" => {
                     backend = Some(
@@ -155,12 +164,18 @@ impl OpenOptions {
         if backend != BackendKind::Fs && path.is_some() {
             return Err(type_error("option path is only used by backend 'fs'"));
         }
+        if persist && backend != BackendKind::IndexedDb {
+            return Err(type_error(
+                "option persist is only used by backend 'indexeddb' (browser storage)",
+            ));
+        }
         Ok(OpenOptions {
             name,
             path,
             backend,
             durability,
             config,
+            persist,
         })
     }
 }

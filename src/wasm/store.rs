@@ -23,6 +23,7 @@ use super::convert::{
     js_result, listener_error, metadata_out, millis, object, options, stats_out, string,
     string_array, strings, to_js, type_error, value_in, value_out,
 };
+use super::idb;
 use super::options::{memory_config, BackendKind, Durability, OpenOptions};
 use super::scheduler::{self, now};
 use crate::core::{BatchOp, Change, ChangeOp, Engine, NsId};
@@ -71,7 +72,29 @@ pub(crate) struct Shared {
     reclaim_queued: Cell<bool>,
     /// An automatic compaction is queued.
     compaction_queued: Cell<bool>,
+    /// Browser storage figures, for an IndexedDB store (see [`Storage`]).
+    storage: RefCell<Option<Storage>>,
 }
+
+/// What `stats().storage` reports for an IndexedDB store.
+#[derive(Clone, Copy, Default)]
+struct Storage {
+    /// Whether the browser keeps the data when storage runs short (`None`: unknown).
+    persisted: Option<bool>,
+    /// The last `navigator.storage.estimate()`: quota and usage in bytes.
+    estimate: Option<(f64, f64)>,
+    /// When it was taken (ms since the epoch).
+    estimated_at: u64,
+}
+
+/// A number for JS, or `null` where there is none.
+fn figure(n: Option<f64>) -> JsValue {
+    n.filter(|n| !n.is_nan())
+        .map_or(JsValue::NULL, JsValue::from_f64)
+}
+
+/// The storage estimate is refreshed after a flush at most this often, in ms.
+const ESTIMATE_EVERY_MS: u64 = 2_000;
 
 /// Expired keys one reclaim job hands the backend, at most.
 const RECLAIM_BATCH: usize = 1_000;
@@ -98,6 +121,7 @@ impl Shared {
             reclaim: RefCell::new(reclaim),
             reclaim_queued: Cell::new(false),
             compaction_queued: Cell::new(false),
+            storage: RefCell::new(None),
         });
         scheduler::register(&shared, persistent);
         if let Some(backend) = &shared.backend {
@@ -300,6 +324,28 @@ impl Shared {
         }
     }
 
+    /// Takes a new storage estimate in the background if the last one is old.
+    fn refresh_estimate(self: &Rc<Self>) {
+        let now = now();
+        let due = self
+            .storage
+            .borrow()
+            .is_some_and(|s| now.saturating_sub(s.estimated_at) >= ESTIMATE_EVERY_MS);
+        if !due {
+            return;
+        }
+        if let Some(s) = self.storage.borrow_mut().as_mut() {
+            s.estimated_at = now;
+        }
+        let me = Rc::clone(self);
+        spawn_local(async move {
+            let estimate = idb::estimate().await;
+            if let Some(s) = me.storage.borrow_mut().as_mut() {
+                s.estimate = estimate;
+            }
+        });
+    }
+
     /// Queues a compaction if the backend says enough of what it stores is dead.
     fn compact_if_due(self: &Rc<Self>) {
         let Some(backend) = &self.backend else {
@@ -341,6 +387,7 @@ impl Shared {
                 self.failures.set(0);
                 self.retry_at.set(0);
                 self.compact_if_due();
+                self.refresh_estimate();
                 Ok(())
             }
             Err(e) => {
@@ -487,12 +534,15 @@ impl JsStore {
     /// (default `'default'`), `path`, `backend` (`'indexeddb' | 'fs' | 'memory'`; default:
     /// IndexedDB in browsers, files under `path/<name>/` in Node.js when `path` is given,
     /// memory otherwise), `bufferSize`, `flushInterval`, `durability`, `compression`,
-    /// `maxValueSize`. Rejects with a `TypeError` naming an unknown or ill-typed option.
+    /// `maxValueSize`, `persist` (IndexedDB: ask the browser to keep the data when storage
+    /// runs short; `stats().storage` says whether it does). Rejects with a `TypeError` naming
+    /// an unknown or ill-typed option.
     pub async fn open(opts: JsValue) -> Result<JsStore, JsValue> {
         let opts = OpenOptions::parse(&opts)?;
         let mut engine = js_result(Engine::new(opts.config.clone()))?;
         let now = now();
         let mut expired = Vec::new();
+        let mut storage = None;
         let backend: Option<Rc<dyn Backend>> = match opts.backend {
             BackendKind::Memory => None,
             BackendKind::IndexedDb => {
@@ -503,11 +553,17 @@ impl JsStore {
                 let (backend, stale) =
                     js_result(IdbBackend::open(&opts.name, strict, &mut engine, now).await)?;
                 expired = stale;
+                storage = Some(Storage {
+                    persisted: idb::persisted(opts.persist).await,
+                    estimate: idb::estimate().await,
+                    estimated_at: now,
+                });
                 Some(backend)
             }
             BackendKind::Fs => Some(open_fs(&opts, &mut engine, now).await?),
         };
         let shared = Shared::new(engine, backend, expired);
+        *shared.storage.borrow_mut() = storage;
         // Records that expired while the store was closed go at once, not at the first tick.
         shared.start_reclaim();
         Ok(JsStore { shared, ns: 0 })
@@ -732,7 +788,20 @@ impl JsStore {
 
     /// The store's counters, camelCase.
     pub fn stats(&self) -> JsValue {
-        stats_out(&self.shared.engine.borrow().stats())
+        let stats = stats_out(&self.shared.engine.borrow().stats());
+        let storage = match *self.shared.storage.borrow() {
+            None => JsValue::NULL,
+            Some(s) => object(&[
+                (
+                    "persisted",
+                    s.persisted.map_or(JsValue::NULL, JsValue::from_bool),
+                ),
+                ("quota", figure(s.estimate.map(|e| e.0))),
+                ("usage", figure(s.estimate.map(|e| e.1))),
+            ]),
+        };
+        let _ = js_sys::Reflect::set(&stats, &JsValue::from_str("storage"), &storage);
+        stats
     }
 
     /// Adds a listener: `'expire'` gets `(key, namespace)` for every key removed by expiry

@@ -52,10 +52,16 @@ export async function launchWithProfile() {
 export async function openPage(context, url) {
   const page = await context.newPage();
   const errors = [];
+  const consoleErrors = [];
   page.on('pageerror', (e) => errors.push(e));
+  // The console too (the page has no favicon: that 404 is not the store's).
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.location()?.url?.endsWith('/favicon.ico')) consoleErrors.push(m.text());
+  });
   await page.goto(url);
   await page.waitForFunction(() => window.tidekvReady === true);
   page.errors = errors;
+  page.consoleErrors = consoleErrors;
   return page;
 }
 

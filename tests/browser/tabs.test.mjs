@@ -44,6 +44,7 @@ async function until(page, fn, arg) {
 async function closeAll(pages) {
   for (const page of pages) {
     assert.deepEqual(page.errors, [], 'no page errors');
+    assert.deepEqual(page.consoleErrors, [], 'no console errors');
     await page.evaluate(() => window.s.close());
     await page.close();
   }
@@ -183,4 +184,46 @@ test('a dedicated worker writing to the database is seen by the tab, and the oth
   });
   assert.deepEqual(got, { tabSees: 20, fromTab: 'hello', workerHeardRemote: true, remoteInTab: 20 });
   await closeAll([tab]);
+});
+
+test('persist: true asks the browser to keep the data, and stats() shows the storage figures', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'tabs-persist', persist: true });
+    s.set('k', 'v');
+    await s.flush();
+    const { storage } = s.stats();
+    await s.close();
+    const memory = Store.memory();
+    let refused = null;
+    try {
+      await Store.open({ backend: 'memory', persist: true });
+    } catch (e) {
+      refused = { type: e.constructor.name, says: e.message.includes('persist') };
+    }
+    let badType = null;
+    try {
+      await Store.open({ name: 'x', persist: 'yes' });
+    } catch (e) {
+      badType = e.constructor.name;
+    }
+    return {
+      persisted: typeof storage.persisted,
+      quota: storage.quota > 0,
+      usage: storage.usage >= 0,
+      memory: memory.stats().storage,
+      refused,
+      badType,
+    };
+  });
+  assert.deepEqual(got, {
+    persisted: 'boolean',
+    quota: true,
+    usage: true,
+    memory: null,
+    refused: { type: 'TypeError', says: true },
+    badType: 'TypeError',
+  });
+  assert.deepEqual(page.consoleErrors, []);
+  await page.close();
 });

@@ -107,3 +107,9 @@ test('close twice and use after close reject or throw with code Closed', async (
   assert.equal(t.get('k'), 'v');
   await t.close();
 });
+
+test('persist is for browser storage: Node.js refuses it clearly', async () => {
+  await assert.rejects(Store.open({ path: fresh(), persist: true }), (e) => e instanceof TypeError && e.message.includes('persist'));
+  const s = Store.memory();
+  assert.equal(s.stats().storage, null);
+});

@@ -1,7 +1,7 @@
 // Compiled (never run) by types.test.mjs with `tsc --strict` against the installed package:
 // the public types accept what the docs promise and reject misuse (@ts-expect-error lines).
 import { Store } from 'tidekv';
-import type { ChangeEvent, CompactReport, Entry, Metadata, OpenOptions, Stats, TidekvError, Value } from 'tidekv';
+import type { ChangeEvent, CompactReport, Entry, Metadata, OpenOptions, Stats, StorageStats, TidekvError, Value } from 'tidekv';
 
 export async function usage(): Promise<void> {
   const options: OpenOptions = { name: 'app', path: './data', backend: 'fs', durability: 'fsync', bufferSize: 1024, flushInterval: 100, compression: true, maxValueSize: 10 };
@@ -22,6 +22,9 @@ export async function usage(): Promise<void> {
   const users: Store = store.namespace('users');
   const stats: Stats = users.stats();
   const lastError: string | null = stats.lastError;
+  const storage: StorageStats | null = stats.storage;
+  const persisted: boolean | null | undefined = storage?.persisted;
+  await Store.open({ name: 'kept', persist: true });
   store.on('expire', (key: string, namespace: string) => void [key, namespace]);
   store.on('error', (e: TidekvError) => void e.code);
   const onChange = (e: ChangeEvent) => void [e.key, e.namespace, e.op === 'set', e.remote];
@@ -49,5 +52,5 @@ export async function usage(): Promise<void> {
   memory.on('expired', () => {});
   // @ts-expect-error: a change listener gets one event object
   memory.on('change', (key: string, namespace: string) => void [key, namespace]);
-  void [value, expiresAt, ttl, keys, tagged, counts, lastError, report, removed];
+  void [value, expiresAt, ttl, keys, tagged, counts, lastError, report, removed, persisted];
 }
