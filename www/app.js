@@ -184,6 +184,13 @@ async function main() {
     rows.delete(key);
     render();
   });
+  // Another tab (or worker) of this page changed a key: the store already holds the change.
+  store.on('change', (e) => {
+    if (!e.remote || e.namespace) return;
+    remember(e.key);
+    render();
+    $('remote-note').textContent = `From another tab: ${e.op} of "${e.key}".`;
+  });
   store.on('error', (err) => {
     $('st-error').textContent = err.message;
   });

@@ -91,6 +91,24 @@ test('a persistent key is there after a reload', async () => {
   assert.match(await page.textContent('#status'), /3 key\(s\) loaded/);
 });
 
+test('a key set in a second tab appears in the first', async () => {
+  const second = await page.context().newPage();
+  second.on('pageerror', (e) => problems.push(`page error (second tab): ${e.message}`));
+  await second.goto(page.url());
+  await second.waitForSelector('body[data-ready="true"]', { timeout: 15000 });
+  await second.fill('#key', 'from:second-tab');
+  await second.fill('#value', 'hello');
+  await second.selectOption('#kind', 'text');
+  await second.fill('#ttl', '');
+  await second.fill('#tags', '');
+  await second.click('#set-button');
+  await second.click('#flush-button');
+  await row('from:second-tab').waitFor({ state: 'visible', timeout: 2000 });
+  assert.equal(await row('from:second-tab').locator('td.value').textContent(), 'hello');
+  assert.match(await page.textContent('#remote-note'), /From another tab: set of "from:second-tab"/);
+  await second.close();
+});
+
 test('the benchmark panel runs and draws a bar per library and operation', async () => {
   await page.fill('#bench-n', '50');
   await page.click('#bench-run');
