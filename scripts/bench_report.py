@@ -526,10 +526,15 @@ def main():
             f"memory, so the peers (which have no open step) are timed reading every entry.\n"
         )
         labels = {"set_ms": f"set {fmt_num(n)}", "flush_ms": f"write {fmt_num(n)} to IndexedDB (flush / setMany)",
-                  "get_ms": f"get {fmt_num(n)}", "open_ms": f"open with {fmt_num(open_n)} keys"}
+                  "get_ms": f"get {fmt_num(n)}", "open_ms": f"open with {fmt_num(open_n)} keys",
+                  "tabs_flush_ms": f"flush {fmt_num(n)} with other tabs of the database open",
+                  "tabs_visible_ms": f"flush {fmt_num(n)} until every other tab holds them"}
         rows = []
         for mt, label in labels.items():
             t = res.get("browser", mt, "tidekv")
+            if mt.startswith("tabs_"):
+                # Each row against one tab alone: the cost of coherence.
+                t = res.get("browser", "tabs_flush_ms", "tidekv, 1 tab open")
             for p in res.peers("browser", mt):
                 v = res.get("browser", mt, p)
                 rows.append([label, p, fmt_ns(v * 1e6),

@@ -36,6 +36,53 @@ const server = createServer(async (req, res) => {
   }
 });
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+
+/**
+ * What coherence across tabs costs: the flush of n records in one tab while 0, 1 or 3 other
+ * tabs have the same database open (each reads the flushed keys back when told), and the time
+ * until every other tab holds all of them.
+ */
+async function tabsBench(page, n) {
+  const rows = [];
+  const name = 'bench-tidekv-tabs';
+  for (const open of [1, 2, 4]) {
+    await page.evaluate((name) => new Promise((resolve) => {
+      const req = indexedDB.deleteDatabase(name);
+      req.onsuccess = req.onerror = req.onblocked = () => resolve();
+    }), name);
+    const others = [];
+    for (let i = 1; i < open; i++) {
+      const other = await page.context().newPage();
+      await other.goto(url);
+      await other.waitForFunction(() => window.benchReady === true, null, { timeout: 60_000 });
+      await other.evaluate(async (name) => { window.s = await (await import('/pkg/web.js')).Store.open({ name }); }, name);
+      others.push(other);
+    }
+    const { flushMs, started } = await page.evaluate(async ({ name, n }) => {
+      const { Store } = await import('/pkg/web.js');
+      const s = await Store.open({ name, bufferSize: 64 * 1024 * 1024, flushInterval: 600_000 });
+      for (let i = 0; i < n; i++) s.set(`key:${String(i).padStart(8, '0')}`, 'v'.repeat(100));
+      const started = Date.now();
+      const t = performance.now();
+      await s.flush();
+      const flushMs = performance.now() - t;
+      await s.close();
+      s.free();
+      return { flushMs, started };
+    }, { name, n });
+    const peer = open === 1 ? 'tidekv, 1 tab open' : `tidekv, ${open} tabs open`;
+    rows.push({ group: 'browser', metric: 'tabs_flush_ms', peer, value: flushMs, unit: 'ms' });
+    let seenAt = started;
+    for (const other of others) {
+      await other.waitForFunction((n) => window.s.keys().length === n, n, { timeout: 0, polling: 10 });
+      seenAt = Math.max(seenAt, await other.evaluate(() => Date.now()));
+      await other.evaluate(() => window.s.close());
+      await other.close();
+    }
+    if (others.length) rows.push({ group: 'browser', metric: 'tabs_visible_ms', peer, value: seenAt - started, unit: 'ms' });
+  }
+  return rows;
+}
 const url = `http://127.0.0.1:${server.address().port}/`;
 
 const browser = await chromium.launch({
@@ -44,7 +91,8 @@ const browser = await chromium.launch({
     '--disable-component-update', '--disable-sync', '--no-first-run'],
 });
 try {
-  const page = await browser.newPage();
+  // One context: the multi-tab rows open more pages of it (one origin, one IndexedDB).
+  const page = await (await browser.newContext()).newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e));
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
@@ -52,6 +100,7 @@ try {
   await page.goto(url);
   await page.waitForFunction(() => window.benchReady === true, null, { timeout: 60_000 });
   const { rows } = await page.evaluate((c) => window.runBench(c), config);
+  rows.push(...(await tabsBench(page, config.n)));
   if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
   for (const r of rows) console.log(`${r.metric.padEnd(14)} ${r.peer.padEnd(24)} ${r.value.toFixed(1).padStart(10)} ms`);
   if (out) await writeFile(out, JSON.stringify(rows, null, 1));
