@@ -246,6 +246,10 @@ def targets(res, run):
     r = ratio(res.get(b, "flush_ms", "tidekv"), res.get(b, "flush_ms", "idb-keyval setMany"))
     add("browser_flush", "browser: flush of 10k records within 1.2× of idb-keyval `setMany`",
         f"{fmt_ratio(r)} setMany's time" if r else "not measured", r <= 1.2 if r else None)
+    r = ratio(res.get(b, "tabs_flush_ms", "tidekv, 1 tab open"),
+              res.get(b, "tabs_flush_ms", "tidekv, no BroadcastChannel"))
+    add("browser_tabs", "browser: a flush of 10k with one tab open within 1.1× of the same flush without tab coherence",
+        f"{fmt_ratio(r)} the time" if r else "not measured", r <= 1.1 if r else None)
     r = ratio(res.get(b, "get_ms", "idb-keyval get"), res.get(b, "get_ms", "tidekv"))
     add("browser_get", "browser: get ≥ 100× idb-keyval `get`",
         f"{fmt_ratio(r)} as fast" if r else "not measured", r >= 100 if r else None)
@@ -534,7 +538,7 @@ def main():
             t = res.get("browser", mt, "tidekv")
             if mt.startswith("tabs_"):
                 # Each row against one tab alone: the cost of coherence.
-                t = res.get("browser", "tabs_flush_ms", "tidekv, 1 tab open")
+                t = res.get("browser", "tabs_flush_ms", "tidekv, no BroadcastChannel")
             for p in res.peers("browser", mt):
                 v = res.get("browser", mt, p)
                 rows.append([label, p, fmt_ns(v * 1e6),

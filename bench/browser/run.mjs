@@ -45,7 +45,9 @@ await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 async function tabsBench(page, n) {
   const rows = [];
   const name = 'bench-tidekv-tabs';
-  for (const open of [1, 2, 4]) {
+  // 0: one tab, with BroadcastChannel hidden from the store (as before tabs shared changes):
+  // the A/B of what coherence costs a tab that is alone.
+  for (const open of [0, 1, 2, 4]) {
     await page.evaluate((name) => new Promise((resolve) => {
       const req = indexedDB.deleteDatabase(name);
       req.onsuccess = req.onerror = req.onblocked = () => resolve();
@@ -58,9 +60,12 @@ async function tabsBench(page, n) {
       await other.evaluate(async (name) => { window.s = await (await import('/pkg/web.js')).Store.open({ name }); }, name);
       others.push(other);
     }
-    const { flushMs, started } = await page.evaluate(async ({ name, n }) => {
+    const { flushMs, started } = await page.evaluate(async ({ name, n, alone }) => {
       const { Store } = await import('/pkg/web.js');
+      const saved = globalThis.BroadcastChannel;
+      if (alone) globalThis.BroadcastChannel = undefined;
       const s = await Store.open({ name, bufferSize: 64 * 1024 * 1024, flushInterval: 600_000 });
+      globalThis.BroadcastChannel = saved;
       for (let i = 0; i < n; i++) s.set(`key:${String(i).padStart(8, '0')}`, 'v'.repeat(100));
       const started = Date.now();
       const t = performance.now();
@@ -69,8 +74,8 @@ async function tabsBench(page, n) {
       await s.close();
       s.free();
       return { flushMs, started };
-    }, { name, n });
-    const peer = open === 1 ? 'tidekv, 1 tab open' : `tidekv, ${open} tabs open`;
+    }, { name, n, alone: open === 0 });
+    const peer = open === 0 ? 'tidekv, no BroadcastChannel' : open === 1 ? 'tidekv, 1 tab open' : `tidekv, ${open} tabs open`;
     rows.push({ group: 'browser', metric: 'tabs_flush_ms', peer, value: flushMs, unit: 'ms' });
     let seenAt = started;
     for (const other of others) {

@@ -118,7 +118,7 @@ export function openChannel(name) {
 export function listen(channel, id, onKeys) {
   if (channel) channel.onmessage = (e) => {
     const m = e.data;
-    if (m && m.v === 1 && m.from !== id && Array.isArray(m.keys)) onKeys(m.keys);
+    if (m && m.v === 1 && m.from !== id && m.keys instanceof Uint8Array) onKeys(m.keys);
   };
 }
 export function announce(channel, id, keys) { if (channel) channel.postMessage({ v: 1, from: id, keys }); }
@@ -134,10 +134,10 @@ extern "C" {
     /// The `BroadcastChannel` tabs and workers of database `name` announce commits on, or null.
     #[wasm_bindgen(js_name = openChannel)]
     fn open_channel(name: &str) -> JsValue;
-    /// Calls `on_keys([[namespace, key], ...])` for every announcement not from `id`.
+    /// Calls `on_keys(packed keys)` for every announcement not from `id` (see [`pack_keys`]).
     fn listen(channel: &JsValue, id: &str, on_keys: &js_sys::Function);
     /// Tells the other tabs and workers which keys a transaction of `id` committed.
-    fn announce(channel: &JsValue, id: &str, keys: &Array);
+    fn announce(channel: &JsValue, id: &str, keys: &Uint8Array);
     #[wasm_bindgen(js_name = closeChannel)]
     fn close_channel(channel: &JsValue);
     /// Reads each key and deletes it, in the same transaction, if `test(value)` says so.
@@ -197,6 +197,34 @@ async fn load(db: &IdbDatabase, engine: &mut Engine, now: u64) -> Result<Vec<(St
     }
 }
 
+/// The keys of `records` for an announcement: per key, the namespace and the key, each as a
+/// u32 LE length and UTF-8 bytes.
+fn pack_keys(records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        for part in [r.namespace(), r.key()] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    out
+}
+
+/// The keys of an announcement ([`pack_keys`]); whatever does not decode is left out.
+fn unpack_keys(mut bytes: &[u8]) -> Keys {
+    let mut part = || -> Option<String> {
+        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let text = std::str::from_utf8(bytes.get(4..4 + len)?).ok()?.to_owned();
+        bytes = &bytes[4 + len..];
+        Some(text)
+    };
+    let mut keys = Vec::new();
+    while let (Some(namespace), Some(key)) = (part(), part()) {
+        keys.push((namespace, key));
+    }
+    keys
+}
+
 /// Whether `record` is a Put whose deadline has passed at `now`.
 fn is_expired(record: &Record, now: u64) -> bool {
     matches!(record, Record::Put(p) if p.expires_at.is_some_and(|d| d <= now))
@@ -235,26 +263,19 @@ impl Backend for IdbBackend {
             committed
                 .await
                 .map_err(|e| idb::error("write transaction", &e))?;
-            // Committed: the other tabs and workers read these keys back.
-            let keys: Array = batch
-                .records
-                .iter()
-                .map(|r| JsValue::from(Array::of2(&r.namespace().into(), &r.key().into())))
-                .collect();
-            announce(&self.channel, &self.id, &keys);
+            // Committed: the other tabs and workers read these keys back. One buffer, copied
+            // once, however many keys: a tab alone pays next to nothing for this.
+            if !self.channel.is_null() {
+                let keys = pack_keys(&batch.records);
+                announce(&self.channel, &self.id, &Uint8Array::from(&keys[..]));
+            }
             Ok(())
         })
     }
 
     fn subscribe(&self, listener: KeysListener) {
         let closure = JsListener::new(move |keys: JsValue| {
-            let keys: Vec<(String, String)> = Array::from(&keys)
-                .iter()
-                .filter_map(|pair| {
-                    let pair = pair.dyn_into::<Array>().ok()?;
-                    Some((pair.get(0).as_string()?, pair.get(1).as_string()?))
-                })
-                .collect();
+            let keys = unpack_keys(&keys.unchecked_into::<Uint8Array>().to_vec());
             if !keys.is_empty() {
                 listener(keys);
             }
