@@ -192,23 +192,11 @@ fn every_state_a_crashed_compaction_can_leave_opens_with_all_acknowledged_writes
         store.flush().unwrap();
     }
     let expected = contents(&store);
-    let old: Vec<(std::path::PathBuf, Vec<u8>)> = segments(dir.path(), "default")
-        .into_iter()
-        .map(|p| {
-            let bytes = fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
+    let old = segment_files(dir.path());
     let report = store.compact().unwrap();
     store.close().unwrap();
     assert!(old.len() > 3 && report.segments_after > 1, "{report:?}");
-    let output: Vec<(std::path::PathBuf, Vec<u8>)> = segments(dir.path(), "default")
-        .into_iter()
-        .map(|p| {
-            let bytes = fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
+    let output = segment_files(dir.path());
 
     let check = |old_kept: &[(std::path::PathBuf, Vec<u8>)], out_kept: usize| {
         for p in segments(dir.path(), "default") {
@@ -270,13 +258,7 @@ fn a_crash_mid_compaction_never_brings_back_a_key_whose_delete_was_pending() {
     store.set("k", "old").unwrap();
     store.set("other", "x").unwrap();
     store.flush().unwrap();
-    let old: Vec<(std::path::PathBuf, Vec<u8>)> = segments(dir.path(), "default")
-        .into_iter()
-        .map(|p| {
-            let bytes = fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
+    let old = segment_files(dir.path());
     // One atomic change, not flushed: a set and a delete.
     let mut batch = tidekv::WriteBatch::new();
     batch.set("other", "y").delete("k");
@@ -318,4 +300,15 @@ fn a_crash_mid_compaction_never_brings_back_a_key_whose_delete_was_pending() {
             panic!("k = {k:?}, other = {other:?}: part of a batch, or a deleted key back")
         }
     }
+}
+
+/// Every segment of the default database under `dir`, with its bytes, oldest first.
+fn segment_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    segments(dir, "default")
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
 }

@@ -62,6 +62,22 @@ fn say(message: &str) {
     let _ = writeln!(std::io::stderr(), "{message}");
 }
 
+/// The run's length in seconds and its seed (`TIDEKV_STRESS_SECS`, default 3;
+/// `TIDEKV_STRESS_SEED`, default from the clock), said so a failing run can be repeated.
+fn run_params(what: &str) -> (u64, u64) {
+    let secs = env_u64("TIDEKV_STRESS_SECS").unwrap_or(3);
+    let seed = env_u64("TIDEKV_STRESS_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    say(&format!(
+        "{what}: {secs} s, seed {seed} (TIDEKV_STRESS_SECS, TIDEKV_STRESS_SEED)"
+    ));
+    (secs, seed)
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
     Some(
@@ -365,16 +381,7 @@ fn watchdog(limit: Duration, done: Arc<AtomicBool>, progress: Arc<Progress>) {
 
 #[test]
 fn many_threads_with_a_1ms_syncer_sweeper_and_compaction_lose_no_acknowledged_write() {
-    let secs = env_u64("TIDEKV_STRESS_SECS").unwrap_or(3);
-    let seed = env_u64("TIDEKV_STRESS_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
-    say(&format!(
-        "stress: {secs} s, seed {seed} (TIDEKV_STRESS_SECS, TIDEKV_STRESS_SEED)"
-    ));
+    let (secs, seed) = run_params("stress");
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(Progress::default());
@@ -557,16 +564,7 @@ fn hear(line: &str, heard: &mut [Vec<Heard>]) -> Option<usize> {
 
 #[test]
 fn a_stress_run_killed_with_sigkill_keeps_every_acknowledged_write() {
-    let secs = env_u64("TIDEKV_STRESS_SECS").unwrap_or(3);
-    let seed = env_u64("TIDEKV_STRESS_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
-    say(&format!(
-        "stress (SIGKILL): {secs} s, seed {seed} (TIDEKV_STRESS_SECS, TIDEKV_STRESS_SEED)"
-    ));
+    let (secs, seed) = run_params("stress (SIGKILL)");
     let dir = tempfile::Builder::new()
         .prefix("tidekv-stress-kill-")
         .tempdir()
