@@ -620,3 +620,112 @@ fn a_replay_at_open_is_not_a_change() {
     s.set("c", "3").unwrap();
     assert_eq!(*seen.lock().unwrap(), 1);
 }
+
+/// A source-of-truth backend over a shared map, counting fetches; `load` must never be called.
+#[derive(Clone, Default)]
+struct Truth {
+    map: Arc<Mutex<std::collections::BTreeMap<(String, String), Record>>>,
+    fetches: Arc<Mutex<usize>>,
+    fail: Arc<Mutex<bool>>,
+}
+
+impl Backend for Truth {
+    fn role(&self) -> tidekv::Role {
+        tidekv::Role::SourceOfTruth
+    }
+    fn load(&mut self, _: &mut dyn Replay) -> tidekv::Result<()> {
+        panic!("a source of truth is never replayed at open");
+    }
+    fn write(&mut self, batch: &Batch) -> tidekv::Result<()> {
+        let mut map = self.map.lock().unwrap();
+        for record in &batch.records {
+            let at = (record.namespace().to_string(), record.key().to_string());
+            match record {
+                Record::Put(_) => map.insert(at, record.clone()),
+                Record::Delete { .. } => map.remove(&at),
+            };
+        }
+        Ok(())
+    }
+    fn fetch(&mut self, namespace: &str, key: &str) -> tidekv::Result<Option<Record>> {
+        if *self.fail.lock().unwrap() {
+            return Err(Error::Backend("connection refused".into()));
+        }
+        *self.fetches.lock().unwrap() += 1;
+        let at = (namespace.to_string(), key.to_string());
+        Ok(self.map.lock().unwrap().get(&at).cloned())
+    }
+}
+
+#[test]
+fn a_source_of_truth_is_asked_on_a_miss_and_never_replayed() {
+    // Regression: the store ignored the role, replayed every backend at open and never fetched.
+    let truth = Truth::default();
+    truth.map.lock().unwrap().insert(
+        ("".into(), "there".into()),
+        put("", "there", "from the source"),
+    );
+    truth
+        .map
+        .lock()
+        .unwrap()
+        .insert(("users".into(), "ada".into()), put("users", "ada", "Ada"));
+    let s = Store::with_backend(Box::new(truth.clone()), Options::default()).unwrap();
+    let fetches = || *truth.fetches.lock().unwrap();
+    assert_eq!(fetches(), 0, "nothing is loaded at open");
+    // A miss asks the backend once; the answer is kept.
+    assert_eq!(
+        s.get("there").unwrap().as_deref(),
+        Some(&b"from the source"[..])
+    );
+    assert_eq!(
+        s.get("there").unwrap().as_deref(),
+        Some(&b"from the source"[..])
+    );
+    assert_eq!(fetches(), 1);
+    assert_eq!(
+        s.namespace("users").unwrap().get("ada").unwrap().as_deref(),
+        Some(&b"Ada"[..])
+    );
+    assert_eq!(s.get("nowhere").unwrap(), None);
+    // What the source holds past its deadline is never served.
+    let mut stale = put("", "stale", "old");
+    if let Record::Put(p) = &mut stale {
+        p.expires_at = Some(2);
+    }
+    truth
+        .map
+        .lock()
+        .unwrap()
+        .insert(("".into(), "stale".into()), stale);
+    assert_eq!(s.get("stale").unwrap(), None);
+    // A delete of a key only the backend holds reaches the backend.
+    assert!(s.namespace("users").unwrap().delete("ada").unwrap());
+    s.flush().unwrap();
+    assert!(!truth
+        .map
+        .lock()
+        .unwrap()
+        .contains_key(&("users".into(), "ada".into())));
+    // A pending local delete is never undone by a fetch.
+    s.delete("there").unwrap();
+    assert_eq!(s.get("there").unwrap(), None);
+    assert!(!s.contains("there").unwrap());
+    s.flush().unwrap();
+    // Writes land in the backend; a fetch error is the read's error, naming the cause.
+    s.set("new", "v").unwrap();
+    s.flush().unwrap();
+    assert!(truth
+        .map
+        .lock()
+        .unwrap()
+        .contains_key(&("".into(), "new".into())));
+    *truth.fail.lock().unwrap() = true;
+    let err = s.get("unknown").unwrap_err();
+    assert!(err.to_string().contains("connection refused"), "{err}");
+    assert_eq!(
+        s.get("new").unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "cached keys need no fetch"
+    );
+}

@@ -21,7 +21,9 @@ pub enum Role {
     /// from memory.
     Log,
     /// Holds the authoritative data; the store loads nothing at open and asks
-    /// [`Backend::fetch`] when a key is not in memory.
+    /// [`Backend::fetch`] when a keyed call (`get`, `contains`, `delete`, `ttl`, ...) finds a
+    /// key not in memory, keeping the answer — unless the key has a change of the store's own
+    /// that is not confirmed yet. Listings (`keys`, tag queries) cover what is in memory.
     SourceOfTruth,
 }
 

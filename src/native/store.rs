@@ -20,7 +20,7 @@ use super::backend::{CompactionReport, DiskStats};
 use super::file_log::{sync_dir, FileLog};
 use super::options::{ttl_ms, ChangeCallback, ExpireCallback};
 use super::syncer::SyncerShared;
-use super::{Backend, Clock, MemoryBackend, Options, Replay, SetOptions, WriteBatch};
+use super::{Backend, Clock, MemoryBackend, Options, Replay, Role, SetOptions, WriteBatch};
 use crate::core::{log::validate_db_name, Change, ChangeOp, Engine, NsId};
 use crate::{Error, Kind, Metadata, Record, Result, Stats};
 
@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     /// Set when the buffer filled and the syncer was asked for a prompt flush.
     flush_requested: AtomicBool,
     clock: Arc<dyn Clock>,
+    /// How the backend is used: a log replayed at open, or the source of truth asked on a miss.
+    role: Role,
     on_expire: Option<ExpireCallback>,
     on_change: Option<ChangeCallback>,
     syncer: Option<Arc<SyncerShared>>,
@@ -139,6 +141,45 @@ impl Shared {
                 let _ = self.flush_and_note();
             }
         }
+    }
+
+    /// For a [`Role::SourceOfTruth`] backend: makes sure `key` is in memory as the backend
+    /// holds it, before a call that must see it. Does nothing for a log backend, for a key in
+    /// memory, or for a key with a change of this store's that is not confirmed yet (its
+    /// local state is the one to keep: a pending delete must not bring the key back).
+    fn fetch_missing(&self, ns: NsId, key: &str) -> Result<()> {
+        if self.role != Role::SourceOfTruth {
+            return Ok(());
+        }
+        let now = self.now();
+        let namespace = {
+            let mut state = lock(&self.state);
+            if state.closed {
+                return Err(Error::Closed);
+            }
+            let engine = &mut state.engine;
+            if engine.is_local(ns, key) || engine.contains(ns, key, now)? {
+                return Ok(());
+            }
+            engine.namespace_name(ns)?.to_string()
+        };
+        let Some(record) = lock(&self.backend).fetch(&namespace, key)? else {
+            return Ok(());
+        };
+        if record.namespace() != namespace || record.key() != key {
+            return Err(Error::Backend(format!(
+                "fetch of {namespace:?}/{key:?} returned the record of {:?}/{:?}",
+                record.namespace(),
+                record.key()
+            )));
+        }
+        let mut state = lock(&self.state);
+        let engine = &mut state.engine;
+        // A write of this store's may have landed meanwhile: it is newer than the fetch.
+        if !engine.is_local(ns, key) && !engine.contains(ns, key, now)? {
+            engine.load(record, now)?;
+        }
+        Ok(())
     }
 
     /// The engine's queued changes, if any callback wants them (the queue is empty otherwise).
@@ -468,11 +509,14 @@ impl Store {
     pub fn with_backend(mut backend: Box<dyn Backend>, options: Options) -> Result<Store> {
         let mut engine = Engine::new(options.config.clone())?;
         let now = options.clock.now_ms();
-        backend.load(&mut OpeningEngine {
-            engine: &mut engine,
-            now,
-        })?;
-        engine.finish_load();
+        let role = backend.role();
+        if role == Role::Log {
+            backend.load(&mut OpeningEngine {
+                engine: &mut engine,
+                now,
+            })?;
+            engine.finish_load();
+        }
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 engine,
@@ -488,6 +532,7 @@ impl Store {
             }),
             flush_requested: AtomicBool::new(false),
             clock: options.clock,
+            role,
             on_expire: options.on_expire,
             on_change: options.on_change,
             syncer: options.syncer,
@@ -634,6 +679,7 @@ impl Namespace {
 
     /// The value under `key`, or `None` if there is none or it expired.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.shared().fetch_missing(self.id, key)?;
         self.shared()
             .with_lazy_now(|engine, now| Ok(engine.get_lazy(self.id, key, now)?.map(|(v, _)| v)))
     }
@@ -643,6 +689,7 @@ impl Namespace {
     /// A compressed value's stored size is measured after the store's lock is released, so a
     /// large value never holds up other readers and writers.
     pub fn get_with_metadata(&self, key: &str) -> Result<Option<(Bytes, Metadata)>> {
+        self.shared().fetch_missing(self.id, key)?;
         let found = self
             .shared()
             .with(|engine, now| engine.get_with_metadata(self.id, key, now))?;
@@ -654,12 +701,14 @@ impl Namespace {
 
     /// Whether `key` holds a live value.
     pub fn contains(&self, key: &str) -> Result<bool> {
+        self.shared().fetch_missing(self.id, key)?;
         self.shared()
             .with(|engine, now| engine.contains(self.id, key, now))
     }
 
     /// Removes `key`; `true` if it held a live value.
     pub fn delete(&self, key: &str) -> Result<bool> {
+        self.shared().fetch_missing(self.id, key)?;
         self.shared()
             .with(|engine, now| engine.delete(self.id, key, now))
     }
@@ -671,12 +720,21 @@ impl Namespace {
     /// Errors: as [`set_with`](Namespace::set_with) and [`delete`](Namespace::delete).
     pub fn apply(&self, batch: WriteBatch) -> Result<usize> {
         let ops = batch.into_ops()?;
+        for op in &ops {
+            if let crate::core::BatchOp::Delete { key } = op {
+                // A key that is no key is refused by the batch's own checks below.
+                if crate::core::validate_key(key).is_ok() {
+                    self.shared().fetch_missing(self.id, key)?;
+                }
+            }
+        }
         self.shared()
             .with(|engine, now| Ok(engine.apply(self.id, &ops, now)?))
     }
 
     /// Time left before `key` expires; `None` if the key does not exist or has no TTL.
     pub fn ttl(&self, key: &str) -> Result<Option<Duration>> {
+        self.shared().fetch_missing(self.id, key)?;
         self.shared()
             .with(|engine, now| Ok(engine.ttl(self.id, key, now)?.map(Duration::from_millis)))
     }
@@ -685,12 +743,14 @@ impl Namespace {
     /// exists. [`Error::InvalidTtl`] for a zero TTL.
     pub fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
         let ttl = ttl_ms(ttl)?;
+        self.shared().fetch_missing(self.id, key)?;
         self.shared()
             .with(|engine, now| engine.expire(self.id, key, ttl, now))
     }
 
     /// Removes the TTL of a live `key`; `true` if the key exists.
     pub fn persist(&self, key: &str) -> Result<bool> {
+        self.shared().fetch_missing(self.id, key)?;
         self.shared()
             .with(|engine, now| engine.persist(self.id, key, now))
     }
