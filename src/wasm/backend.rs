@@ -40,10 +40,11 @@ pub(crate) trait Backend {
     /// Makes `batch` durable to the backend's promised level.
     fn write(self: Rc<Self>, batch: Batch) -> Task<()>;
 
-    /// Rewrites the stored data so it holds exactly `live`: every live entry as a Put, then a
-    /// Delete for each key whose pending (unflushed) change removes it — a log keeps those
-    /// Deletes so no older record of the key outlives them; a keyed store leaves the key to the
-    /// flush that carries the delete. Overwritten, deleted and expired records are dropped.
+    /// Drops dead data. `live` is every live entry as a Put, then a Delete for each key whose
+    /// pending (unflushed) change removes it. A log rewrites itself to exactly `live` (keeping
+    /// those Deletes, so no older record of the key outlives them), dropping overwritten,
+    /// deleted and expired records. A keyed store shared with other writers (IndexedDB, one
+    /// record per key) drops only expired records: anything else it holds may be another tab's.
     fn compact(self: Rc<Self>, live: Vec<Record>) -> Task<CompactReport>;
 
     /// Releases the backend (connections, file handles, the lock). Called once, after the
