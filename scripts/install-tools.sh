@@ -24,11 +24,13 @@ for comp in rustfmt clippy; do
   rustup component list --installed | grep -q "^$comp" || rustup component add "$comp"
 done
 
-# Debian packages: headless Chromium + its driver for browser tests, binaryen for wasm-opt.
+# Debian packages: headless Chromium + its driver for browser tests, binaryen for wasm-opt,
+# redis-server for the Redis backend's tests (each test starts its own on a free port).
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v wasm-opt >/dev/null || missing+=(binaryen)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   say "apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -18,6 +18,8 @@ mod memory;
 mod options;
 #[cfg(unix)]
 mod owner;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 mod syncer;
 

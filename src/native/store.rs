@@ -504,6 +504,24 @@ impl Store {
         Store::with_backend(Box::new(log), options)
     }
 
+    /// A store whose source of truth is the Redis server at `url` (`redis://host:port/`,
+    /// `rediss://...`, a password in the URL): many processes on many machines can share it.
+    /// Nothing is loaded at open; a read that misses asks Redis and keeps the answer; writes
+    /// are buffered as with any backend and a flush sends each namespace's changes as one
+    /// `MULTI`/`EXEC`, returning once Redis acknowledged them. Redis expires keys itself, at
+    /// the same absolute deadline. `Options::db` names the database (keys are prefixed with
+    /// it); namespaces keep their meaning. Feature `redis`.
+    ///
+    /// Errors: [`Error::InvalidOption`] for a URL that is not one, [`Error::Backend`] naming
+    /// the cause when the server cannot be reached.
+    #[cfg(feature = "redis")]
+    pub fn open_redis(url: &str, options: Options) -> Result<Store> {
+        validate_db_name(&options.db)?;
+        options.config.validate()?;
+        let backend = super::redis::RedisBackend::open(url, &options.db)?;
+        Store::with_backend(Box::new(backend), options)
+    }
+
     /// A store over any [`Backend`]: replays its records at open (dropping expired ones), then
     /// writes every batch to it.
     pub fn with_backend(mut backend: Box<dyn Backend>, options: Options) -> Result<Store> {
