@@ -1,0 +1,44 @@
+-- tidekv: applies one namespace's part of a batch, atomically (docs/REDIS.md, "Writes").
+-- KEYS = [H:tags, H:d]; ARGV = [H, then five per op: kind ("p" or "d"), key, record,
+-- deadline or "", encoded tags or ""]. Returns the number of ops applied.
+local h, tags_key, index_key = ARGV[1], KEYS[1], KEYS[2]
+
+-- Calls f on each tag of an encoding such as "3:red4:blue".
+local function each_tag(encoded, f)
+  local pos = 1
+  while pos <= #encoded do
+    local colon = string.find(encoded, ':', pos, true)
+    local len = tonumber(string.sub(encoded, pos, colon - 1))
+    f(string.sub(encoded, colon + 1, colon + len))
+    pos = colon + len + 1
+  end
+end
+
+local ops = 0
+for i = 2, #ARGV, 5 do
+  local kind, key, record, deadline, tags = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local record_key = h .. ':k:' .. key
+  local old = redis.call('HGET', tags_key, key)
+  if old then
+    each_tag(old, function(tag) redis.call('SREM', h .. ':t:' .. tag, key) end)
+    redis.call('HDEL', tags_key, key)
+  end
+  redis.call('ZREM', index_key, key)
+  if kind == 'p' then
+    redis.call('SET', record_key, record)
+    if deadline ~= '' then
+      redis.call('PEXPIREAT', record_key, deadline)
+    end
+    if tags ~= '' then
+      each_tag(tags, function(tag) redis.call('SADD', h .. ':t:' .. tag, key) end)
+      redis.call('HSET', tags_key, key, tags)
+      if deadline ~= '' then
+        redis.call('ZADD', index_key, deadline, key)
+      end
+    end
+  else
+    redis.call('DEL', record_key)
+  end
+  ops = ops + 1
+end
+return ops
