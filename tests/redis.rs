@@ -503,3 +503,31 @@ fn a_redis_restart_loses_no_acknowledged_or_buffered_write_and_drops_stale_copie
         == Some(&b"new"[..])));
     assert!(within(STALE_BOUND, || !a.stats().backend_down));
 }
+
+#[cfg(feature = "cli")]
+#[test]
+fn the_cli_with_redis_writes_what_a_store_reads_and_refuses_file_only_commands() {
+    let server = Server::start();
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tidekv"))
+            .args(["--redis", &server.url(), "--db", "cli"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let set = cli(&["set", "greeting", "hello", "--tag", "t", "--ttl", "1h"]);
+    assert!(set.status.success(), "{set:?}");
+    let store = open(&server, "cli");
+    let (value, meta) = store.get_with_metadata("greeting").unwrap().unwrap();
+    assert_eq!((&value[..], meta.kind), (&b"hello"[..], Kind::Text));
+    assert!(meta.expires_at.is_some());
+    store.set("from-rust", "hi").unwrap();
+    store.flush().unwrap();
+    let get = cli(&["get", "from-rust"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "hi\n");
+    let query = cli(&["query", "t"]);
+    assert_eq!(String::from_utf8_lossy(&query.stdout), "greeting\n");
+    let dump = cli(&["dump"]);
+    assert_eq!(dump.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&dump.stderr).contains("--redis"));
+}
