@@ -531,3 +531,167 @@ fn the_cli_with_redis_writes_what_a_store_reads_and_refuses_file_only_commands()
     assert_eq!(dump.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&dump.stderr).contains("--redis"));
 }
+
+/// A 3-master Redis Cluster on loopback ports (`--cluster-enabled yes`, then
+/// `redis-cli --cluster create`); its servers stop on drop.
+struct ClusterServers {
+    nodes: Vec<Server>,
+}
+
+impl ClusterServers {
+    fn start() -> ClusterServers {
+        let nodes: Vec<Server> = (0..3)
+            .map(|_| {
+                Server::start_with(
+                    free_port(),
+                    tempfile::tempdir().unwrap(),
+                    &["--appendonly", "no", "--cluster-enabled", "yes"],
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed with redis-server");
+        assert!(created.status.success(), "{created:?}");
+        for node in &nodes {
+            assert!(
+                within(Duration::from_secs(20), || {
+                    let info: String = redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query(&mut node.raw())
+                        .unwrap_or_default();
+                    info.contains("cluster_state:ok")
+                }),
+                "the cluster did not come up"
+            );
+        }
+        ClusterServers { nodes }
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Server::url).collect()
+    }
+
+    /// The port of the master that holds `redis_key`'s slot.
+    fn holder(&self, redis_key: &str) -> u16 {
+        let mut raw = self.nodes[0].raw();
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(redis_key)
+            .query(&mut raw)
+            .unwrap();
+        let ranges: Vec<(u16, u16, (String, u16))> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut raw)
+            .map(|v: Vec<redis::Value>| {
+                v.into_iter()
+                    .map(|r| {
+                        let (a, b, node): (u16, u16, Vec<redis::Value>) =
+                            redis::FromRedisValue::from_redis_value(r).unwrap();
+                        let hp: (String, u16) = redis::FromRedisValue::from_redis_value(
+                            redis::Value::Array(node.into_iter().take(2).collect()),
+                        )
+                        .unwrap();
+                        (a, b, hp)
+                    })
+                    .collect()
+            })
+            .unwrap();
+        ranges
+            .into_iter()
+            .find(|(a, b, _)| (*a..=*b).contains(&slot))
+            .unwrap()
+            .2
+             .1
+    }
+}
+
+#[test]
+fn a_cluster_spreads_namespaces_over_its_masters_and_keeps_each_one_atomic_and_coherent() {
+    let cluster = ClusterServers::start();
+    let urls = cluster.urls();
+    let (a, seen) = {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let store = Store::open_redis_cluster(
+            &urls[..1],
+            Options::default()
+                .db("c")
+                .on_change(move |c: &Change| log.lock().unwrap().push(c.clone())),
+        )
+        .unwrap();
+        (store, seen)
+    };
+    let b = Store::open_redis_cluster(&urls[2..], Options::default().db("c")).unwrap();
+    // Namespaces whose hash tags land on different masters.
+    let names: Vec<String> = (0..12).map(|i| format!("ns{i}")).collect();
+    let holders: std::collections::BTreeSet<u16> = names
+        .iter()
+        .map(|n| {
+            let hex: String = n.bytes().map(|b| format!("{b:02x}")).collect();
+            cluster.holder(&format!("{{tidekv:c:{hex}}}"))
+        })
+        .collect();
+    assert!(holders.len() >= 2, "the namespaces cover several masters");
+    for name in &names {
+        let ns = a.namespace(name).unwrap();
+        let mut batch = WriteBatch::new();
+        batch
+            .set("k", format!("{name}-v1"))
+            .set("other", "x")
+            .delete("missing");
+        ns.apply(batch).unwrap();
+        ns.set_with("tagged", "t", SetOptions::new().tag("red"))
+            .unwrap();
+    }
+    a.flush().unwrap();
+    for name in &names {
+        let ns = b.namespace(name).unwrap();
+        assert_eq!(
+            ns.get("k").unwrap().as_deref(),
+            Some(format!("{name}-v1").as_bytes())
+        );
+        assert_eq!(ns.keys("").unwrap(), ["k", "other", "tagged"]);
+        assert_eq!(ns.query_by_tags(&["red"]).unwrap(), ["tagged"]);
+    }
+    // b's write reaches a's cached copies on every master, with remote events.
+    for name in &names {
+        b.namespace(name).unwrap().set("k", "v2").unwrap();
+    }
+    b.flush().unwrap();
+    for name in &names {
+        let ns = a.namespace(name).unwrap();
+        assert!(
+            within(STALE_BOUND, || ns.get("k").unwrap().as_deref()
+                == Some(&b"v2"[..])),
+            "{name} stale on a"
+        );
+    }
+    let remote_k = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.remote && c.key == "k")
+            .count()
+    };
+    assert!(
+        within(STALE_BOUND, || remote_k() == names.len()),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    // A fresh store seeded with another node reads the same.
+    let c = Store::open_redis_cluster(&urls[1..2], Options::default().db("c")).unwrap();
+    assert_eq!(
+        c.namespace("ns5").unwrap().get("k").unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+    let err = Store::open_redis_cluster::<&str>(&[], Options::default()).unwrap_err();
+    assert!(matches!(err, Error::InvalidOption { .. }), "{err:?}");
+}

@@ -229,24 +229,23 @@ impl Drop for Watcher {
     }
 }
 
-/// A Redis server as a store's source of truth. See the module docs.
-pub(crate) struct RedisBackend {
+/// One Redis server: the one behind a store, or a master of a cluster.
+struct Node {
+    /// The cluster's id of the node (`CLUSTER MYID`); empty for a single server.
+    id: String,
     data: Arc<Mutex<Data>>,
-    layout: Layout,
     watcher: Option<Watcher>,
 }
 
-impl RedisBackend {
-    /// A backend for database `db` on the server at `url` (`redis://host:port/`, `rediss://`,
-    /// a password in the URL). Connects at once, so a wrong URL or a server that is down fails
-    /// the open.
-    pub(crate) fn open(url: &str, db: &str) -> Result<RedisBackend> {
+impl Node {
+    /// A node at `url`, connected at once.
+    fn connect(url: &str, id: String, layout: &Layout) -> Result<Node> {
         let client = redis::Client::open(url).map_err(|e| Error::InvalidOption {
             option: "url".into(),
             reason: format!("not a Redis URL ({e})"),
         })?;
-        let layout = Layout::new(db);
-        let backend = RedisBackend {
+        let node = Node {
+            id,
             data: Arc::new(Mutex::new(Data {
                 client,
                 connection: None,
@@ -255,19 +254,240 @@ impl RedisBackend {
                 tracking_for: None,
                 changes: None,
             })),
-            layout,
             watcher: None,
         };
-        lock(&backend.data).connection()?;
-        Ok(backend)
+        lock(&node.data).connection()?;
+        Ok(node)
     }
 
+    /// Starts this node's watcher thread and waits (briefly) for its first subscription.
+    fn watch(&mut self, layout: &Layout, changes: Arc<dyn RemoteChanges>) -> Result<()> {
+        lock(&self.data).changes = Some(Arc::clone(&changes));
+        let stop = Arc::new(AtomicBool::new(false));
+        let watch = Watch {
+            data: Arc::clone(&self.data),
+            layout: layout.clone(),
+            changes,
+            stop: Arc::clone(&stop),
+        };
+        let (subscribed, first) = std::sync::mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("tidekv-redis-watch".into())
+            .spawn(move || watch.run(subscribed))?;
+        self.watcher = Some(Watcher {
+            stop,
+            thread: Some(thread),
+        });
+        // A store is coherent from its first call: wait for the first subscription (a
+        // failure to subscribe is retried in the background; calls work meanwhile, with
+        // nothing cached for long).
+        let _ = first.recv_timeout(CONNECT_TIMEOUT);
+        Ok(())
+    }
+}
+
+/// Where a cluster keeps each slot, and where each namespace lives.
+struct Cluster {
+    /// The first node's URL: other nodes are reached with its scheme and credentials.
+    seed_url: String,
+    /// (first slot, last slot, index into the nodes), as `CLUSTER SLOTS` said last.
+    ranges: Vec<(u16, u16, usize)>,
+    /// Each namespace's slot (of its hash tag), asked of the server once.
+    slots: std::collections::HashMap<String, u16>,
+}
+
+/// `url` with its `host:port` replaced by `addr` (same scheme, credentials and options).
+fn url_for(url: &str, addr: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let userinfo = authority.rfind('@').map_or("", |at| &authority[..=at]);
+    format!(
+        "{}{userinfo}{addr}{}",
+        &url[..scheme_end],
+        &rest[authority_end..]
+    )
+}
+
+/// Whether a command failed because the cluster moved a slot (or is moving it).
+fn moved(e: &Error) -> bool {
+    matches!(e, Error::Backend(m) if ["MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"]
+        .iter()
+        .any(|code| m.contains(code)))
+}
+
+/// A Redis server, or a Redis Cluster, as a store's source of truth. See the module docs.
+pub(crate) struct RedisBackend {
+    layout: Layout,
+    nodes: Vec<Node>,
+    /// `None` for a single server (every namespace on `nodes[0]`).
+    cluster: Option<Cluster>,
+    changes: Option<Arc<dyn RemoteChanges>>,
+}
+
+impl RedisBackend {
+    /// A backend for database `db` on the server at `url` (`redis://host:port/`, `rediss://`,
+    /// a password in the URL). Connects at once, so a wrong URL or a server that is down fails
+    /// the open.
+    pub(crate) fn open(url: &str, db: &str) -> Result<RedisBackend> {
+        let layout = Layout::new(db);
+        let node = Node::connect(url, String::new(), &layout)?;
+        Ok(RedisBackend {
+            layout,
+            nodes: vec![node],
+            cluster: None,
+            changes: None,
+        })
+    }
+
+    /// A backend for database `db` on the Redis Cluster that `urls` (any of its nodes) belong
+    /// to: connects to the first that answers and then to every master it names.
+    pub(crate) fn open_cluster(urls: &[&str], db: &str) -> Result<RedisBackend> {
+        if urls.is_empty() {
+            return Err(Error::InvalidOption {
+                option: "urls".into(),
+                reason: "a cluster needs the URL of at least one of its nodes".into(),
+            });
+        }
+        let layout = Layout::new(db);
+        let mut last_error = None;
+        for url in urls {
+            let mut node = match Node::connect(url, String::new(), &layout) {
+                Ok(node) => node,
+                Err(e @ Error::InvalidOption { .. }) => return Err(e),
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            node.id = lock(&node.data).with("CLUSTER MYID", |c| {
+                redis::cmd("CLUSTER").arg("MYID").query(c)
+            })?;
+            let mut backend = RedisBackend {
+                layout: layout.clone(),
+                nodes: vec![node],
+                cluster: Some(Cluster {
+                    seed_url: url.to_string(),
+                    ranges: Vec::new(),
+                    slots: Default::default(),
+                }),
+                changes: None,
+            };
+            backend.refresh_slots()?;
+            return Ok(backend);
+        }
+        Err(last_error.expect("at least one URL was tried"))
+    }
+
+    /// Asks the cluster where its slots are (`CLUSTER SLOTS`), connecting to masters not
+    /// known yet.
+    fn refresh_slots(&mut self) -> Result<()> {
+        let mut reply: Option<Vec<(u16, u16, String, String)>> = None;
+        let mut last_error = None;
+        for node in &self.nodes {
+            let asked = lock(&node.data).with("CLUSTER SLOTS", |c| {
+                let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(c)?;
+                let mut out = Vec::new();
+                for range in slots {
+                    let (start, end, master): (u16, u16, Vec<redis::Value>) =
+                        redis::FromRedisValue::from_redis_value(range)?;
+                    let (host, port, id): (String, u16, String) =
+                        redis::FromRedisValue::from_redis_value(redis::Value::Array(
+                            master.into_iter().take(3).collect(),
+                        ))?;
+                    out.push((start, end, format!("{host}:{port}"), id));
+                }
+                Ok(out)
+            });
+            match asked {
+                Ok(ranges) => {
+                    reply = Some(ranges);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let Some(reply) = reply else {
+            return Err(last_error.unwrap_or_else(|| Error::Backend("no cluster node".into())));
+        };
+        if reply.is_empty() {
+            return Err(Error::Backend(
+                "Redis CLUSTER SLOTS: the cluster serves no slots (not a cluster, or not set up)"
+                    .into(),
+            ));
+        }
+        let seed_url = self.cluster.as_ref().expect("a cluster").seed_url.clone();
+        let mut ranges = Vec::with_capacity(reply.len());
+        for (start, end, addr, id) in reply {
+            let index = match self.nodes.iter().position(|n| n.id == id) {
+                Some(i) => i,
+                None => {
+                    let mut node = Node::connect(&url_for(&seed_url, &addr), id, &self.layout)?;
+                    if let Some(changes) = &self.changes {
+                        node.watch(&self.layout, Arc::clone(changes))?;
+                    }
+                    self.nodes.push(node);
+                    self.nodes.len() - 1
+                }
+            };
+            ranges.push((start, end, index));
+        }
+        ranges.sort_unstable();
+        self.cluster.as_mut().expect("a cluster").ranges = ranges;
+        Ok(())
+    }
+
+    /// The node that holds namespace `namespace` (hash tag `h`).
+    fn node_of(&mut self, h: &str) -> Result<usize> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(0);
+        };
+        let slot = match cluster.slots.get(h) {
+            Some(slot) => *slot,
+            None => {
+                let data = &self.nodes[cluster.ranges.first().map_or(0, |r| r.2)].data;
+                let slot: u16 = lock(data).with("CLUSTER KEYSLOT", |c| {
+                    redis::cmd("CLUSTER").arg("KEYSLOT").arg(h).query(c)
+                })?;
+                self.cluster
+                    .as_mut()
+                    .expect("a cluster")
+                    .slots
+                    .insert(h.to_string(), slot);
+                slot
+            }
+        };
+        let ranges = &self.cluster.as_ref().expect("a cluster").ranges;
+        ranges
+            .iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .map(|r| r.2)
+            .ok_or_else(|| Error::Backend(format!("Redis Cluster: no node serves slot {slot}")))
+    }
+
+    /// Runs `f` on the connection of the node holding namespace `h`. On a cluster, a slot
+    /// that moved refreshes the slot map and runs `f` once more (every call can be repeated).
     fn with<T>(
-        &self,
+        &mut self,
+        h: &str,
         doing: &str,
-        f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
-        lock(&self.data).with(doing, f)
+        let node = self.node_of(h)?;
+        let result = lock(&self.nodes[node].data).with(doing, &mut f);
+        match result {
+            Err(e) if self.cluster.is_some() && moved(&e) => {
+                self.refresh_slots()?;
+                let node = self.node_of(h)?;
+                let data = Arc::clone(&self.nodes[node].data);
+                let again = lock(&data).with(doing, f);
+                again
+            }
+            other => other,
+        }
     }
 
     /// An `EVAL` of `script` on namespace `h`, its arguments after `H` still to add. `EVAL`,
@@ -280,16 +500,14 @@ impl RedisBackend {
     }
 
     /// One reap step of namespace `h` (see `docs/REDIS.md`, "Expiry").
-    fn reap(&self, h: &str) -> Result<()> {
-        let mut pipe = redis::pipe();
+    fn reap(&mut self, h: &str) -> Result<()> {
         let mut call = Self::call(REAP_SCRIPT, h);
         call.arg(REAP_STEP);
-        pipe.add_command(call).ignore();
-        self.with("reap", |c| pipe.query(c))
+        self.with(h, "reap", |c| call.query(c))
     }
 
     /// The members of `keys` (keys of namespace `h`) whose record still exists.
-    fn existing(&self, h: &str, keys: Vec<String>) -> Result<Vec<String>> {
+    fn existing(&mut self, h: &str, keys: Vec<String>) -> Result<Vec<String>> {
         if keys.is_empty() {
             return Ok(keys);
         }
@@ -297,7 +515,7 @@ impl RedisBackend {
         for key in &keys {
             pipe.cmd("EXISTS").arg(format!("{h}:k:{key}"));
         }
-        let exists: Vec<bool> = self.with("read", |c| pipe.query(c))?;
+        let exists: Vec<bool> = self.with(h, "read", |c| pipe.query(c))?;
         Ok(keys
             .into_iter()
             .zip(exists)
@@ -305,9 +523,10 @@ impl RedisBackend {
             .collect())
     }
 
-    /// `SCAN` of every name matching `pattern`, with the part after `strip` as UTF-8.
-    fn scan(&self, pattern: Vec<u8>, strip: usize) -> Result<Vec<String>> {
-        self.with("SCAN", |c| {
+    /// `SCAN`, on the node of namespace `h`, of every name matching `pattern`, with the part
+    /// after `strip` as UTF-8.
+    fn scan(&mut self, h: &str, pattern: Vec<u8>, strip: usize) -> Result<Vec<String>> {
+        self.with(h, "SCAN", |c| {
             let mut out = Vec::new();
             let mut cursor: u64 = 0;
             loop {
@@ -342,10 +561,10 @@ impl Backend for RedisBackend {
         Ok(())
     }
 
-    /// One `MULTI`/`EXEC` for the whole batch: per namespace, the write script (tag sets,
-    /// tag hash, deadline index), then each record's `SET` and `PEXPIREAT`, or `DEL`; then a
-    /// reap step of each namespace written. The records are written by this connection itself,
-    /// not by the script, so that tracking's `NOLOOP` spares this store its own changes.
+    /// One `MULTI`/`EXEC` per namespace (so per hash slot), pipelined per node: the write
+    /// script (tag sets, tag hash, deadline index), then each record's `SET` and `PEXPIREAT`,
+    /// or `DEL`, then a reap step. The records are written by this connection itself, not by
+    /// the script, so that tracking's `NOLOOP` spares this store its own changes.
     fn write(&mut self, batch: &Batch) -> Result<()> {
         let mut by_namespace: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
         for record in &batch.records {
@@ -354,11 +573,15 @@ impl Backend for RedisBackend {
                 .or_default()
                 .push(record);
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut by_node: BTreeMap<usize, (String, redis::Pipeline)> = BTreeMap::new();
         let mut encoded = Vec::new();
         for (namespace, records) in &by_namespace {
             let h = self.layout.space(namespace);
+            let node = self.node_of(&h)?;
+            let (_, pipe) = by_node
+                .entry(node)
+                .or_insert_with(|| (h.clone(), redis::pipe()));
+            pipe.cmd("MULTI").ignore();
             let mut call = Self::call(WRITE_SCRIPT, &h);
             for record in records {
                 match record {
@@ -395,25 +618,37 @@ impl Backend for RedisBackend {
             let mut reap = Self::call(REAP_SCRIPT, &h);
             reap.arg(REAP_STEP);
             pipe.add_command(reap).ignore();
+            pipe.cmd("EXEC");
         }
-        self.with("write", |c| pipe.query(c))
+        for (h, pipe) in by_node.values() {
+            // Each EXEC's reply: an array of the replies inside, or nil if it was aborted.
+            let replies: Vec<redis::Value> = self.with(h, "write", |c| pipe.query(c))?;
+            if replies.iter().any(|r| matches!(r, redis::Value::Nil)) {
+                return Err(Error::Backend(
+                    "Redis write failed: a MULTI was aborted".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `GET` of the key's record.
     fn fetch(&mut self, namespace: &str, key: &str) -> Result<Option<Record>> {
+        let h = self.layout.space(namespace);
         let redis_key = self.layout.record(namespace, key);
         let bytes: Option<Vec<u8>> =
-            self.with("read", |c| redis::cmd("GET").arg(&redis_key).query(c))?;
+            self.with(&h, "read", |c| redis::cmd("GET").arg(&redis_key).query(c))?;
         bytes.map(|b| decode(&redis_key, &b)).transpose()
     }
 
     /// `SCAN` of the namespace's records.
     fn keys(&mut self, namespace: &str, prefix: &str) -> Result<Vec<String>> {
-        let h = format!("{}:k:", self.layout.space(namespace));
-        let mut pattern = glob_prefix(&h);
+        let h = self.layout.space(namespace);
+        let records = format!("{h}:k:");
+        let mut pattern = glob_prefix(&records);
         pattern.pop();
         pattern.extend(glob_prefix(prefix));
-        self.scan(pattern, h.len())
+        self.scan(&h, pattern, records.len())
     }
 
     /// A reap step, `SINTER` of the tag sets, and a check that each member still exists.
@@ -422,7 +657,7 @@ impl Backend for RedisBackend {
         self.reap(&h)?;
         let sets: Vec<String> = tags.iter().map(|t| format!("{h}:t:{t}")).collect();
         let members: Vec<String> =
-            self.with("SINTER", |c| redis::cmd("SINTER").arg(&sets).query(c))?;
+            self.with(&h, "SINTER", |c| redis::cmd("SINTER").arg(&sets).query(c))?;
         self.existing(&h, members)
     }
 
@@ -431,45 +666,32 @@ impl Backend for RedisBackend {
         let h = self.layout.space(namespace);
         self.reap(&h)?;
         let prefix = format!("{h}:t:");
-        let tags = self.scan(glob_prefix(&prefix), prefix.len())?;
+        let tags = self.scan(&h, glob_prefix(&prefix), prefix.len())?;
         let mut out = Vec::with_capacity(tags.len());
         for tag in tags {
             let set = format!("{prefix}{tag}");
-            let members: Vec<String> =
-                self.with("SMEMBERS", |c| redis::cmd("SMEMBERS").arg(&set).query(c))?;
+            let members: Vec<String> = self.with(&h, "SMEMBERS", |c| {
+                redis::cmd("SMEMBERS").arg(&set).query(c)
+            })?;
             out.push((tag, self.existing(&h, members)?));
         }
         Ok(out)
     }
 
-    /// Starts the watcher thread; tracking starts with its first subscription.
+    /// Starts a watcher thread per node; tracking starts with its first subscription.
     fn watch(&mut self, changes: Arc<dyn RemoteChanges>) -> Result<()> {
-        lock(&self.data).changes = Some(Arc::clone(&changes));
-        let stop = Arc::new(AtomicBool::new(false));
-        let watch = Watch {
-            data: Arc::clone(&self.data),
-            layout: self.layout.clone(),
-            changes,
-            stop: Arc::clone(&stop),
-        };
-        let (subscribed, first) = std::sync::mpsc::channel();
-        let thread = thread::Builder::new()
-            .name("tidekv-redis-watch".into())
-            .spawn(move || watch.run(subscribed))?;
-        self.watcher = Some(Watcher {
-            stop,
-            thread: Some(thread),
-        });
-        // A store is coherent from its first call: wait for the first subscription (a
-        // failure to subscribe is retried in the background; calls work meanwhile, with
-        // nothing cached for long).
-        let _ = first.recv_timeout(CONNECT_TIMEOUT);
+        self.changes = Some(Arc::clone(&changes));
+        for node in &mut self.nodes {
+            node.watch(&self.layout, Arc::clone(&changes))?;
+        }
         Ok(())
     }
 
-    /// Stops the watcher.
+    /// Stops the watchers.
     fn close(&mut self) -> Result<()> {
-        self.watcher = None;
+        for node in &mut self.nodes {
+            node.watcher = None;
+        }
         Ok(())
     }
 }

@@ -722,11 +722,25 @@ impl Store {
 
     /// A store whose source of truth is the Redis server at `url` (`redis://host:port/`,
     /// `rediss://...`, a password in the URL): many processes on many machines can share it.
-    /// Nothing is loaded at open; a read that misses asks Redis and keeps the answer; writes
-    /// are buffered as with any backend and a flush sends each namespace's changes as one
-    /// `MULTI`/`EXEC`, returning once Redis acknowledged them. Redis expires keys itself, at
-    /// the same absolute deadline. `Options::db` names the database (keys are prefixed with
-    /// it); namespaces keep their meaning. Feature `redis`.
+    /// Feature `redis`; the layout and protocol are in `docs/REDIS.md`.
+    ///
+    /// - Nothing is loaded at open; a keyed call that misses asks Redis and keeps the answer.
+    ///   Listings (`keys`, tag queries, `list_tags`) ask Redis and add this store's own
+    ///   unflushed changes.
+    /// - Writes are buffered as with any backend; a flush sends each namespace's changes as one
+    ///   `MULTI`/`EXEC` and returns once Redis acknowledged them, so a flush — and a
+    ///   [`WriteBatch`] — is atomic per namespace.
+    /// - Redis expires keys itself, at the same absolute deadline as the local copy.
+    /// - The local copies stay coherent: another process's flushed write reaches this store's
+    ///   copy within about the network round trip (Redis's `CLIENT TRACKING`), and whenever a
+    ///   connection to Redis is lost every copy is dropped rather than served. With
+    ///   [`Options::on_change`], other processes' changes are reported with `remote: true`.
+    /// - While Redis is down, writes stay buffered and are retried (by the
+    ///   [`Syncer`](super::Syncer), or at the next write or flush), reads that need Redis fail
+    ///   with [`Error::Backend`], and [`Stats::backend_down`] is true.
+    ///
+    /// `Options::db` names the database (every key is prefixed with it); namespaces keep their
+    /// meaning.
     ///
     /// Errors: [`Error::InvalidOption`] for a URL that is not one, [`Error::Backend`] naming
     /// the cause when the server cannot be reached.
@@ -735,6 +749,23 @@ impl Store {
         validate_db_name(&options.db)?;
         options.config.validate()?;
         let backend = super::redis::RedisBackend::open(url, &options.db)?;
+        Store::with_backend(Box::new(backend), options)
+    }
+
+    /// [`open_redis`](Store::open_redis) on a Redis Cluster: `urls` name some of its nodes
+    /// (one is enough; the others are found with `CLUSTER SLOTS`, reached with the scheme and
+    /// credentials of the URL that answered). A namespace lives in one slot, so a flush is one
+    /// `MULTI`/`EXEC` per namespace on the node that holds it; a slot that moves is followed.
+    /// Feature `redis`.
+    ///
+    /// Errors: as [`open_redis`](Store::open_redis); [`Error::InvalidOption`] for no URL, and
+    /// [`Error::Backend`] when no node answers or the cluster serves no slots.
+    #[cfg(feature = "redis")]
+    pub fn open_redis_cluster<S: AsRef<str>>(urls: &[S], options: Options) -> Result<Store> {
+        validate_db_name(&options.db)?;
+        options.config.validate()?;
+        let urls: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
+        let backend = super::redis::RedisBackend::open_cluster(&urls, &options.db)?;
         Store::with_backend(Box::new(backend), options)
     }
 
