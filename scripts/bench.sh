@@ -57,6 +57,14 @@ for part in "native:memory,point,tick,reclaim" "native-disk:persist,reopen"; do
 done
 rm -rf "$TIDEKV_BENCH_DIR"
 
+step "Redis bench (tidekv on Redis against the redis crate and redis-benchmark, one server)"
+set +e
+TIDEKV_BENCH_OUT="$run_dir/redis.json" cargo bench --features redis --bench redis 2>&1 \
+  | tee "$run_dir/redis.log" | grep --line-buffered -E '^ *redis \|'
+status=${PIPESTATUS[0]}
+set -e
+[ "$status" = 0 ] || { tail -30 "$run_dir/redis.log"; echo "Redis bench failed; log: $run_dir/redis.log" >&2; exit 1; }
+
 # The npm package: a full run builds it from this tree; --quick reuses an existing pkg/.
 if [ -x scripts/build-npm.sh ] && { [ $quick = 0 ] || [ ! -f pkg/package.json ]; }; then
   step "npm package (scripts/build-npm.sh)"

@@ -8,6 +8,7 @@ Reads, from the run's output directory:
   criterion/            criterion's estimates for the point-operation and sweep-tick benches
   node.json             rows from bench/node (optional)
   browser.json          rows from bench/browser (optional)
+  redis.json            rows from the Redis bench binary (benches/redis)
   package.json          the npm package's gzip sizes (optional)
 and benches/report_notes.md, the hand-written explanations merged under missed targets.
 
@@ -266,6 +267,16 @@ def targets(res, run):
         f"{fmt_ratio(kv)} keyv's time, {fmt_ratio(nc)} node-cache's" if both else "not measured",
         (kv < 1 and nc < 1) if both else None)
 
+    rd = "redis"
+    r = ratio(res.get(rd, "sets_per_s", "tidekv on Redis, buffered (Syncer)"),
+              res.get(rd, "sets_per_s", "redis crate, one SET per call"))
+    add("redis_sets", "Redis: buffered sets ≥ 10× the plain client's sets/s (one SET per call)",
+        f"{fmt_ratio(r)} as many" if r else "not measured", r >= 10 if r else None)
+    r = ratio(res.get(rd, "gets_per_s", "tidekv on Redis, served locally"),
+              res.get(rd, "gets_per_s", "redis crate, one GET per call"))
+    add("redis_gets", "Redis: reads served locally ≥ 100× a `GET`",
+        f"{fmt_ratio(r)} as many" if r else "not measured", r >= 100 if r else None)
+
     size = run.get("package", {}).get("gzip_total")
     add("npm_size", "npm package ≤ 100 KB gzip (wasm + JS glue)",
         f"{size / 1024:.1f} KB" if size else "not measured", size <= 100 * 1024 if size else None)
@@ -333,6 +344,7 @@ def main():
     res.add_rows(load_json(run_dir / "native-disk.json", []))
     res.add_rows(load_json(run_dir / "node.json", []))
     res.add_rows(load_json(run_dir / "browser.json", []))
+    res.add_rows(load_json(run_dir / "redis.json", []))
     add_criterion(res, run_dir / "criterion")
     run = {"package": load_json(run_dir / "package.json", {})}
     notes = read_notes()
@@ -544,6 +556,28 @@ def main():
                 rows.append([label, p, fmt_ns(v * 1e6),
                              "" if p == "tidekv" else f"{fmt_ratio(ratio(v, t))}"])
         out.append(table(["workload", "store", "time", "peer's time ÷ tidekv's (above 1× means tidekv is faster)"], rows) + "\n")
+
+    if res.has_group("redis"):
+        out.append("## Redis\n")
+        out.append(
+            f"One `redis-server` (Debian's, on loopback, no persistence) started by the bench; "
+            f"{fmt_num(res.get('redis', 'keys', '-'))} keys of 100-byte values (plain per-call commands: "
+            "a tenth of them, one round trip each). tidekv is `Store::open_redis`; its buffered set "
+            "returns once the write is in memory, and \"landed\" counts until Redis acknowledged every "
+            "write (the final `flush()` returned). The plain client is the `redis` crate on one "
+            "connection; redis-benchmark runs 50 clients without pipelining on the same server.\n"
+        )
+        base = res.get("redis", "gets_per_s", "redis crate, one GET per call")
+        rows = []
+        for metric, label in (("sets_per_s", "sets/s (returned to the caller)"),
+                              ("landed_per_s", "sets landed in Redis/s"),
+                              ("gets_per_s", "gets/s")):
+            base = res.get("redis", metric, "redis crate, one GET per call" if metric == "gets_per_s"
+                           else "redis crate, one SET per call")
+            for p in res.peers("redis", metric):
+                v = res.get("redis", metric, p)
+                rows.append([label, p, fmt_num(v), fmt_ratio(ratio(v, base)) if v and base else ""])
+        out.append(table(["workload", "client", "ops/s", "÷ the plain client, one command per call"], rows) + "\n")
 
     pkg = run["package"]
     if pkg:

@@ -580,6 +580,29 @@ impl Engine {
         Ok(None)
     }
 
+    /// [`get_lazy`](Engine::get_lazy)'s hit alone: the value if a live copy of `key` is held
+    /// (counted as a get and a hit), else `None` with nothing counted or changed — for a
+    /// shell that asks its source-of-truth backend on a miss and then calls `get_lazy`.
+    pub fn get_if_held(
+        &mut self,
+        ns: NsId,
+        key: &str,
+        now: &mut dyn FnMut() -> u64,
+    ) -> Result<Option<(Bytes, Kind)>> {
+        self.check_ns(ns)?;
+        validate_key(key)?;
+        let Some(entry) = self.spaces[ns as usize].map.get(key) else {
+            return Ok(None);
+        };
+        if entry.expires_at.is_some_and(|deadline| now() >= deadline) {
+            return Ok(None);
+        }
+        let answer = (entry.value.clone(), entry.kind);
+        self.stats.gets += 1;
+        self.stats.hits += 1;
+        Ok(Some(answer))
+    }
+
     /// The value and metadata under `key`, if it is live. Counts a hit or a miss.
     ///
     /// The metadata's `stored_size` is the value's logical size here: measuring a compressed

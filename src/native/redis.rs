@@ -240,10 +240,14 @@ struct Node {
 impl Node {
     /// A node at `url`, connected at once.
     fn connect(url: &str, id: String, layout: &Layout) -> Result<Node> {
-        let client = redis::Client::open(url).map_err(|e| Error::InvalidOption {
+        let bad_url = |e: redis::RedisError| Error::InvalidOption {
             option: "url".into(),
             reason: format!("not a Redis URL ({e})"),
-        })?;
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(bad_url)?;
+        // Small commands and replies, one round trip at a time: never wait for Nagle.
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        let client = redis::Client::open(info.set_tcp_settings(tcp)).map_err(bad_url)?;
         let node = Node {
             id,
             data: Arc::new(Mutex::new(Data {
@@ -562,8 +566,8 @@ impl Backend for RedisBackend {
     }
 
     /// One `MULTI`/`EXEC` per namespace (so per hash slot), pipelined per node: the write
-    /// script (tag sets, tag hash, deadline index), then each record's `SET` and `PEXPIREAT`,
-    /// or `DEL`, then a reap step. The records are written by this connection itself, not by
+    /// script (tag sets, tag hash, deadline index), then each record's `SET` (with `PXAT` at
+    /// its deadline), or `DEL`, then a reap step. The records are written by this connection itself, not by
     /// the script, so that tracking's `NOLOOP` spares this store its own changes.
     fn write(&mut self, batch: &Batch) -> Result<()> {
         let mut by_namespace: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
@@ -605,10 +609,11 @@ impl Backend for RedisBackend {
                     Record::Put(p) => {
                         encoded.clear();
                         record.encode(&mut encoded);
-                        pipe.cmd("SET").arg(&key).arg(&encoded[..]).ignore();
+                        let set = pipe.cmd("SET").arg(&key).arg(&encoded[..]);
                         if let Some(deadline) = p.expires_at {
-                            pipe.cmd("PEXPIREAT").arg(&key).arg(deadline).ignore();
+                            set.arg("PXAT").arg(deadline);
                         }
+                        set.ignore();
                     }
                     Record::Delete { .. } => {
                         pipe.cmd("DEL").arg(&key).ignore();

@@ -211,18 +211,30 @@ impl Shared {
             return Ok(());
         }
         for attempt in 1..=FETCH_ATTEMPTS {
-            let now = self.now();
-            let (namespace, since) = {
+            let (namespace, since, now) = {
                 let mut state = lock(&self.state);
                 if state.closed {
                     return Err(Error::Closed);
                 }
                 let engine = &mut state.engine;
-                if engine.is_local(ns, key) || engine.contains(ns, key, now)? {
+                // The common case, a held copy, is answered without reading the clock unless
+                // the copy has a TTL.
+                let now = match engine.held_deadline(ns, key) {
+                    Some(None) => return Ok(()),
+                    Some(Some(deadline)) => {
+                        let now = self.now();
+                        if deadline > now {
+                            return Ok(());
+                        }
+                        now
+                    }
+                    None => self.now(),
+                };
+                if engine.is_local(ns, key) {
                     return Ok(());
                 }
                 let since = lock(&self.remote).epoch;
-                (engine.namespace_name(ns)?.to_string(), since)
+                (engine.namespace_name(ns)?.to_string(), since, now)
             };
             let fetched = lock(&self.backend).fetch(&namespace, key);
             let mut state = lock(&self.state);
@@ -949,7 +961,16 @@ impl Namespace {
 
     /// The value under `key`, or `None` if there is none or it expired.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        self.shared().fetch_missing(self.id, key)?;
+        if self.shared().role == Role::SourceOfTruth {
+            // A held copy is the answer: one lock, no clock read unless it has a TTL.
+            let held = self
+                .shared()
+                .with_lazy_now(|engine, now| engine.get_if_held(self.id, key, now))?;
+            if let Some((value, _)) = held {
+                return Ok(Some(value));
+            }
+            self.shared().fetch_missing(self.id, key)?;
+        }
         self.shared()
             .with_lazy_now(|engine, now| Ok(engine.get_lazy(self.id, key, now)?.map(|(v, _)| v)))
     }

@@ -16,15 +16,22 @@ local function each_tag(encoded, f)
   end
 end
 
+-- A namespace that never used tags has neither key: nothing to look up per op.
+local had_tags = redis.call('EXISTS', tags_key) == 1
+local had_index = redis.call('EXISTS', index_key) == 1
 local ops = 0
 for i = 2, #ARGV, 5 do
   local kind, key, deadline, tags = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
-  local old = redis.call('HGET', tags_key, key)
-  if old then
-    each_tag(old, function(tag) redis.call('SREM', h .. ':t:' .. tag, key) end)
-    redis.call('HDEL', tags_key, key)
+  if had_tags then
+    local old = redis.call('HGET', tags_key, key)
+    if old then
+      each_tag(old, function(tag) redis.call('SREM', h .. ':t:' .. tag, key) end)
+      redis.call('HDEL', tags_key, key)
+    end
   end
-  redis.call('ZREM', index_key, key)
+  if had_index then
+    redis.call('ZREM', index_key, key)
+  end
   if kind == 'p' then
     if tags ~= '' then
       each_tag(tags, function(tag) redis.call('SADD', h .. ':t:' .. tag, key) end)
