@@ -10,10 +10,16 @@ mod backend;
 mod backend_idb;
 #[cfg(feature = "node")]
 mod backend_node;
+#[cfg(feature = "node")]
+mod backend_redis;
 mod convert;
 mod idb;
 mod options;
 mod scheduler;
 mod store;
+#[cfg(feature = "node")]
+mod store_redis;
 
 pub use store::JsStore;
+#[cfg(feature = "node")]
+pub use store_redis::JsRedisStore;
