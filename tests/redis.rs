@@ -8,7 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tidekv::{Error, Kind, Options, SetOptions, Store, WriteBatch};
+use std::sync::{Arc, Mutex};
+
+use tidekv::core::{Change, ChangeOp};
+use tidekv::{Error, Kind, Options, SetOptions, Store, Syncer, WriteBatch};
 
 /// A `redis-server` on a free loopback port, in a temporary directory, saving nothing;
 /// stopped (by its pid) on drop.
@@ -20,6 +23,11 @@ struct Server {
 
 impl Server {
     fn start_on(port: u16, dir: tempfile::TempDir) -> Server {
+        Server::start_with(port, dir, &["--appendonly", "no"])
+    }
+
+    /// A server with `args` added, e.g. AOF on.
+    fn start_with(port: u16, dir: tempfile::TempDir, args: &[&str]) -> Server {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -29,7 +37,8 @@ impl Server {
                 "--save",
                 "",
             ])
-            .args(["--appendonly", "no", "--dir"])
+            .args(args)
+            .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
             .spawn()
@@ -47,12 +56,15 @@ impl Server {
     }
 
     fn start() -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
+        Server::start_on(free_port(), tempfile::tempdir().unwrap())
+    }
+
+    /// A plain client connection, to look at what tidekv wrote.
+    fn raw(&self) -> redis::Connection {
+        redis::Client::open(self.url())
             .unwrap()
-            .local_addr()
+            .get_connection()
             .unwrap()
-            .port();
-        Server::start_on(port, tempfile::tempdir().unwrap())
     }
 
     fn url(&self) -> String {
@@ -76,6 +88,31 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` until it is true, for at most `bound`; whether it became true.
+fn within(bound: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + bound;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The acceptance bound for another instance's write to reach a cached copy.
+const STALE_BOUND: Duration = Duration::from_secs(2);
 
 fn open(server: &Server, db: &str) -> Store {
     Store::open_redis(&server.url(), Options::default().db(db)).unwrap()
@@ -174,12 +211,323 @@ fn with_redis_down_writes_stay_buffered_and_land_when_it_returns() {
 fn a_bad_url_or_a_server_that_is_not_there_fails_the_open_clearly() {
     let err = Store::open_redis("not a url", Options::default()).unwrap_err();
     assert!(matches!(err, Error::InvalidOption { .. }), "{err:?}");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let err =
         Store::open_redis(&format!("redis://127.0.0.1:{port}/"), Options::default()).unwrap_err();
     assert!(matches!(err, Error::Backend(_)), "{err:?}");
+}
+
+#[test]
+fn records_tag_sets_and_the_deadline_index_follow_the_documented_layout() {
+    let server = Server::start();
+    let a = open(&server, "app");
+    let deadline_ttl = Duration::from_secs(600);
+    a.namespace("users")
+        .unwrap()
+        .set_with(
+            "u:1",
+            "ada",
+            SetOptions::new().ttl(deadline_ttl).tag("staff").tag("red"),
+        )
+        .unwrap();
+    a.flush().unwrap();
+    let mut raw = server.raw();
+    // H = {tidekv:app:7573657273}: "users" in hex.
+    let h = "{tidekv:app:7573657273}";
+    let record: Vec<u8> = redis::cmd("GET")
+        .arg(format!("{h}:k:u:1"))
+        .query(&mut raw)
+        .unwrap();
+    let (decoded, _) = tidekv::Record::decode(&record).unwrap();
+    assert_eq!((decoded.namespace(), decoded.key()), ("users", "u:1"));
+    let member: bool = redis::cmd("SISMEMBER")
+        .arg(format!("{h}:t:staff"))
+        .arg("u:1")
+        .query(&mut raw)
+        .unwrap();
+    assert!(member);
+    let tags: String = redis::cmd("HGET")
+        .arg(format!("{h}:tags"))
+        .arg("u:1")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(tags, "3:red5:staff");
+    let score: u64 = redis::cmd("ZSCORE")
+        .arg(format!("{h}:d"))
+        .arg("u:1")
+        .query(&mut raw)
+        .unwrap();
+    let pexpiretime: u64 = redis::cmd("PEXPIRETIME")
+        .arg(format!("{h}:k:u:1"))
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(score, pexpiretime, "the index holds Redis's own deadline");
+    // Replacing the tags takes the key out of the sets it left.
+    a.namespace("users")
+        .unwrap()
+        .set_with("u:1", "ada", SetOptions::new().tag("blue"))
+        .unwrap();
+    a.flush().unwrap();
+    let staff: u64 = redis::cmd("SCARD")
+        .arg(format!("{h}:t:staff"))
+        .query(&mut raw)
+        .unwrap();
+    let indexed: u64 = redis::cmd("ZCARD")
+        .arg(format!("{h}:d"))
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!((staff, indexed), (0, 0));
+}
+
+#[test]
+fn listings_and_tag_queries_see_the_server_and_this_stores_unflushed_changes() {
+    let server = Server::start();
+    let a = open(&server, "list");
+    let b = open(&server, "list");
+    for (key, tag) in [
+        ("user:1", "admin"),
+        ("user:2", "guest"),
+        ("order:1", "admin"),
+    ] {
+        a.set_with(key, "v", SetOptions::new().tag(tag).tag("all"))
+            .unwrap();
+    }
+    a.set("star*[x]", "glob characters in a key").unwrap();
+    a.flush().unwrap();
+    // b has changes of its own that Redis has not seen yet.
+    b.set_with("user:3", "v", SetOptions::new().tag("admin"))
+        .unwrap();
+    assert!(b.delete("user:2").unwrap());
+    b.set_with("order:1", "v", SetOptions::new().tag("archived"))
+        .unwrap();
+    assert_eq!(b.keys("user:").unwrap(), ["user:1", "user:3"]);
+    assert_eq!(
+        b.keys("star*").unwrap(),
+        ["star*[x]"],
+        "a prefix is not a pattern"
+    );
+    assert_eq!(b.keys("star?").unwrap(), Vec::<String>::new());
+    assert_eq!(b.query_by_tags(&["admin"]).unwrap(), ["user:1", "user:3"]);
+    assert_eq!(b.query_by_tags(&["admin", "all"]).unwrap(), ["user:1"]);
+    assert!(b.query_by_tags::<&str>(&[]).unwrap().is_empty());
+    assert_eq!(
+        b.list_tags().unwrap(),
+        [
+            ("admin".to_string(), 2),
+            ("all".to_string(), 1),
+            ("archived".to_string(), 1)
+        ]
+    );
+    // Once b flushed, a fresh store sees the same.
+    b.flush().unwrap();
+    let c = open(&server, "list");
+    assert_eq!(c.query_by_tags(&["admin"]).unwrap(), ["user:1", "user:3"]);
+    assert_eq!(c.keys("").unwrap().len(), 4);
+    // Other namespaces and databases are other keyspaces.
+    assert!(c.namespace("x").unwrap().keys("").unwrap().is_empty());
+    assert!(open(&server, "other").keys("").unwrap().is_empty());
+}
+
+#[test]
+fn a_tag_query_never_returns_an_expired_key_and_the_tag_sets_are_cleaned() {
+    let server = Server::start();
+    let a = open(&server, "reap");
+    a.set_with(
+        "short",
+        "v",
+        SetOptions::new().ttl(Duration::from_millis(200)).tag("t"),
+    )
+    .unwrap();
+    a.set_with("long", "v", SetOptions::new().tag("t")).unwrap();
+    a.flush().unwrap();
+    assert_eq!(a.query_by_tags(&["t"]).unwrap(), ["long", "short"]);
+    thread::sleep(Duration::from_millis(300));
+    let b = open(&server, "reap");
+    assert_eq!(b.query_by_tags(&["t"]).unwrap(), ["long"]);
+    assert_eq!(b.list_tags().unwrap(), [("t".to_string(), 1)]);
+    let mut raw = server.raw();
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("{tidekv:reap:}:t:t")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(
+        members,
+        ["long"],
+        "the reap step removed the expired member"
+    );
+}
+
+/// A store whose change events are recorded.
+fn open_listening(server: &Server, db: &str) -> (Store, Arc<Mutex<Vec<Change>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let store = Store::open_redis(
+        &server.url(),
+        Options::default()
+            .db(db)
+            .on_change(move |c: &Change| log.lock().unwrap().push(c.clone())),
+    )
+    .unwrap();
+    (store, seen)
+}
+
+#[test]
+fn another_instances_write_reaches_a_cached_copy_within_the_bound_with_a_remote_event() {
+    let server = Server::start();
+    let (a, seen) = open_listening(&server, "coherent");
+    let b = open(&server, "coherent");
+    b.set("k", "1").unwrap();
+    b.flush().unwrap();
+    assert_eq!(
+        a.get("k").unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "now cached"
+    );
+    b.set("k", "2").unwrap();
+    b.flush().unwrap();
+    assert!(
+        within(STALE_BOUND, || a.get("k").unwrap().as_deref()
+            == Some(&b"2"[..])),
+        "a still serves the old value"
+    );
+    b.delete("k").unwrap();
+    b.flush().unwrap();
+    assert!(within(STALE_BOUND, || a.get("k").unwrap().is_none()));
+    assert!(within(STALE_BOUND, || seen.lock().unwrap().len() >= 3));
+    let events: Vec<(String, ChangeOp, bool)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| (c.key.clone(), c.op, c.remote))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("k".to_string(), ChangeOp::Set, true),
+            ("k".to_string(), ChangeOp::Set, true),
+            ("k".to_string(), ChangeOp::Delete, true)
+        ]
+    );
+    // a's own writes are reported once, as local, never echoed back as remote.
+    seen.lock().unwrap().clear();
+    a.set("mine", "x").unwrap();
+    a.flush().unwrap();
+    b.set("theirs", "y").unwrap();
+    b.flush().unwrap();
+    assert!(within(STALE_BOUND, || seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c.key == "theirs")));
+    let events: Vec<(String, bool)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| (c.key.clone(), c.remote))
+        .collect();
+    assert_eq!(
+        events,
+        [("mine".to_string(), false), ("theirs".to_string(), true)]
+    );
+}
+
+#[test]
+fn a_pending_write_is_never_replaced_by_another_instances_older_one() {
+    let server = Server::start();
+    let a = open(&server, "pending");
+    let b = open(&server, "pending");
+    a.set("k", "a's, unflushed").unwrap();
+    b.set("k", "b's").unwrap();
+    b.flush().unwrap();
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(a.get("k").unwrap().as_deref(), Some(&b"a's, unflushed"[..]));
+    a.flush().unwrap();
+    assert!(within(STALE_BOUND, || b.get("k").unwrap().as_deref()
+        == Some(&b"a's, unflushed"[..])));
+}
+
+#[test]
+fn a_redis_restart_loses_no_acknowledged_or_buffered_write_and_drops_stale_copies() {
+    let port = free_port();
+    let aof = ["--appendonly", "yes", "--appendfsync", "always"];
+    let server = Server::start_with(port, tempfile::tempdir().unwrap(), &aof);
+    let syncer = Syncer::start(Duration::from_millis(50));
+    let a = Store::open_redis(
+        &server.url(),
+        Options::default().db("restart").syncer(&syncer),
+    )
+    .unwrap();
+    let b = open(&server, "restart");
+    for i in 0..100 {
+        a.set(&format!("acked:{i}"), i.to_string()).unwrap();
+    }
+    a.flush().unwrap();
+    b.set("shared", "old").unwrap();
+    b.flush().unwrap();
+    assert_eq!(a.get("shared").unwrap().as_deref(), Some(&b"old"[..]));
+    // SHUTDOWN NOSAVE: the server goes at once; with AOF on, what it acknowledged stays.
+    let _ = redis::cmd("SHUTDOWN")
+        .arg("NOSAVE")
+        .query::<()>(&mut server.raw());
+    let (port, dir) = server.stop();
+    for i in 0..50 {
+        a.set(&format!("buffered:{i}"), i.to_string()).unwrap();
+    }
+    assert!(
+        within(STALE_BOUND, || a.stats().backend_down),
+        "stats show the outage"
+    );
+    assert!(a.stats().last_error.unwrap_or_default().contains("Redis"));
+    let err = a.get("never-seen").unwrap_err();
+    assert!(matches!(err, Error::Backend(_)), "{err:?}");
+    let server = Server::start_with(port, dir, &aof);
+    b.set("shared", "new").unwrap();
+    b.flush().unwrap();
+    // The syncer lands the buffered writes on its own once Redis is back.
+    let c = open(&server, "restart");
+    assert!(within(Duration::from_secs(15), || c
+        .get("buffered:49")
+        .unwrap()
+        .is_some()));
+    for i in 0..100 {
+        assert_eq!(
+            c.get(&format!("acked:{i}")).unwrap().as_deref(),
+            Some(i.to_string().as_bytes()),
+            "acknowledged write {i} survived the restart"
+        );
+    }
+    for i in 0..50 {
+        assert!(c.get(&format!("buffered:{i}")).unwrap().is_some());
+    }
+    assert!(within(STALE_BOUND, || a.get("shared").unwrap().as_deref()
+        == Some(&b"new"[..])));
+    assert!(within(STALE_BOUND, || !a.stats().backend_down));
+}
+
+#[cfg(feature = "cli")]
+#[test]
+fn the_cli_with_redis_writes_what_a_store_reads_and_refuses_file_only_commands() {
+    let server = Server::start();
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tidekv"))
+            .args(["--redis", &server.url(), "--db", "cli"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let set = cli(&["set", "greeting", "hello", "--tag", "t", "--ttl", "1h"]);
+    assert!(set.status.success(), "{set:?}");
+    let store = open(&server, "cli");
+    let (value, meta) = store.get_with_metadata("greeting").unwrap().unwrap();
+    assert_eq!((&value[..], meta.kind), (&b"hello"[..], Kind::Text));
+    assert!(meta.expires_at.is_some());
+    store.set("from-rust", "hi").unwrap();
+    store.flush().unwrap();
+    let get = cli(&["get", "from-rust"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "hi\n");
+    let query = cli(&["query", "t"]);
+    assert_eq!(String::from_utf8_lossy(&query.stdout), "greeting\n");
+    let dump = cli(&["dump"]);
+    assert_eq!(dump.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&dump.stderr).contains("--redis"));
 }

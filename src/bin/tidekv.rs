@@ -32,6 +32,11 @@ struct Cli {
     /// Namespace for key commands (the default namespace when not given).
     #[arg(long, global = true, default_value = "")]
     ns: String,
+    /// Use the Redis server at this URL (redis://host:port/) as the database's source of
+    /// truth instead of files in --dir; --db names the database on it.
+    #[cfg(feature = "redis")]
+    #[arg(long, global = true, value_name = "URL")]
+    redis: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -115,15 +120,13 @@ fn main() -> ExitCode {
     // One instant for the whole command, so `load` keeps each deadline to the millisecond.
     let clock = ManualClock::new(SystemClock.now_ms());
     let options = Options::default().db(cli.db.clone()).clock(clock.clone());
-    let outcome = Store::open(&cli.dir, options)
-        .map_err(Failure::from)
-        .and_then(|store| {
-            let result = run(&store, &cli, clock.now_ms());
-            // Close even after a failed command, so the lock is released cleanly; report the
-            // command's error first.
-            let closed = store.close().map_err(Failure::from);
-            result.and(closed)
-        });
+    let outcome = open(&cli, options).and_then(|store| {
+        let result = run(&store, &cli, clock.now_ms());
+        // Close even after a failed command, so the lock is released cleanly; report the
+        // command's error first.
+        let closed = store.close().map_err(Failure::from);
+        result.and(closed)
+    });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::NotFound(what)) => {
@@ -135,6 +138,20 @@ fn main() -> ExitCode {
             ExitCode::from(3)
         }
     }
+}
+
+/// The database the arguments name: files under --dir, or a Redis server with --redis.
+fn open(cli: &Cli, options: Options) -> Result<Store, Failure> {
+    #[cfg(feature = "redis")]
+    if let Some(url) = &cli.redis {
+        if matches!(cli.command, Command::Compact | Command::Dump) {
+            return Err(Failure::Error(
+                "compact and dump work on a file database, not with --redis".into(),
+            ));
+        }
+        return Ok(Store::open_redis(url, options)?);
+    }
+    Ok(Store::open(&cli.dir, options)?)
 }
 
 fn run(store: &Store, cli: &Cli, now: u64) -> Result<(), Failure> {

@@ -898,6 +898,7 @@ impl Engine {
     pub fn ack(&mut self, id: u64) -> bool {
         match self.buffer.in_flight.take_if(|f| f.id == id) {
             Some(flight) => {
+                self.stats.backend_down = false;
                 self.stats.flushes += 1;
                 self.stats.records_flushed += flight.keys.len() as u64;
                 true
@@ -926,6 +927,7 @@ impl Engine {
             self.buffer.oldest_at = Some(oldest);
         }
         self.stats.flush_failures += 1;
+        self.stats.backend_down = true;
         self.stats.last_error = Some(error.into());
         true
     }
@@ -1056,6 +1058,107 @@ impl Engine {
                 .in_flight
                 .as_ref()
                 .is_some_and(|f| f.keys.iter().any(|(n, k, _)| *n == ns && **k == *key))
+    }
+
+    /// The id of namespace `name` if this engine has it; unlike
+    /// [`namespace`](Self::namespace), never creates one.
+    pub fn find_namespace(&self, name: &str) -> Option<NsId> {
+        if name.is_empty() {
+            return (!self.spaces.is_empty()).then_some(0);
+        }
+        self.space_ids.get(name).copied()
+    }
+
+    /// Whether `key` has a pending change: one not yet taken into a batch. Such a change
+    /// reaches the backend after anything another writer committed so far, so it wins.
+    pub fn is_pending(&self, ns: NsId, key: &str) -> bool {
+        self.spaces
+            .get(ns as usize)
+            .is_some_and(|space| space.pending.dirty.contains_key(key))
+    }
+
+    /// The keys of the batch in flight, if any, as (namespace, key).
+    pub fn in_flight_keys(&self) -> Vec<(NsId, String)> {
+        self.buffer.in_flight.as_ref().map_or_else(Vec::new, |f| {
+            f.keys
+                .iter()
+                .map(|(ns, key, _)| (*ns, String::from(&**key)))
+                .collect()
+        })
+    }
+
+    /// The keys of namespace `ns` with a change the backend has not confirmed (pending or in
+    /// flight): for these, the engine's state is the one to show, whatever the backend holds.
+    pub fn unconfirmed_keys(&self, ns: NsId) -> Result<Vec<String>> {
+        self.check_ns(ns)?;
+        let mut keys: Vec<String> = self.spaces[ns as usize]
+            .pending
+            .dirty
+            .keys()
+            .map(|k| String::from(&**k))
+            .collect();
+        if let Some(flight) = &self.buffer.in_flight {
+            keys.extend(
+                flight
+                    .keys
+                    .iter()
+                    .filter(|(n, _, _)| *n == ns)
+                    .map(|(_, k, _)| String::from(&**k)),
+            );
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// Drops the copy of `key` held for a source-of-truth backend (another writer changed it),
+    /// unless the key [`is_local`](Self::is_local). Nothing becomes pending and no change is
+    /// reported. Returns whether a copy was dropped.
+    pub fn forget(&mut self, ns: NsId, key: &str) -> bool {
+        if (ns as usize) >= self.spaces.len() || self.is_local(ns, key) {
+            return false;
+        }
+        self.remove_entry(ns, key).is_some()
+    }
+
+    /// [`forget`](Self::forget) for every key that is not local: what a source-of-truth
+    /// store does when it may have missed other writers' changes. Returns the copies dropped.
+    pub fn forget_all(&mut self) -> usize {
+        let mut doomed = Vec::new();
+        for (ns, space) in self.spaces.iter().enumerate() {
+            for (key, _) in space.map.iter() {
+                if !self.is_local(ns as NsId, key) {
+                    doomed.push((ns as NsId, String::from(key)));
+                }
+            }
+        }
+        for (ns, key) in &doomed {
+            self.remove_entry(*ns, key);
+        }
+        doomed.len()
+    }
+
+    /// Whether a copy of `key` is held, live or expired: `Some(deadline)` if so (without
+    /// touching stats or recency).
+    pub fn held_deadline(&self, ns: NsId, key: &str) -> Option<Option<u64>> {
+        self.spaces
+            .get(ns as usize)?
+            .map
+            .get(key)
+            .map(|entry| entry.expires_at)
+    }
+
+    /// Records whether the last call a shell made to its backend (a flush, or a read of a
+    /// source-of-truth backend) succeeded: [`Stats::backend_down`] shows it, and a failure's
+    /// message becomes [`Stats::last_error`].
+    pub fn note_backend(&mut self, result: core::result::Result<(), &str>) {
+        match result {
+            Ok(()) => self.stats.backend_down = false,
+            Err(error) => {
+                self.stats.backend_down = true;
+                self.stats.last_error = Some(error.into());
+            }
+        }
     }
 
     /// Applies a record another writer committed to the shared backend (another tab), as read

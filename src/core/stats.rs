@@ -46,6 +46,9 @@ pub struct Stats {
     pub records_flushed: u64,
     /// Batches a backend failed; their data stayed buffered.
     pub flush_failures: u64,
+    /// Whether the backend is failing now: its last call (a flush, or a read of a
+    /// source-of-truth backend such as Redis) failed. Writes stay buffered meanwhile.
+    pub backend_down: bool,
     /// The last backend error, if any since the store was opened.
     pub last_error: Option<String>,
 }

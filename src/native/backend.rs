@@ -11,6 +11,7 @@
 //! report its files ([`Backend::disk_stats`]); the defaults say "nothing to compact, no disk".
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::{Batch, Record, Result};
 
@@ -48,6 +49,36 @@ pub trait Backend: Send + 'static {
         Ok(None)
     }
 
+    /// For [`Role::SourceOfTruth`] backends: the live keys of `namespace` that start with
+    /// `prefix`, as the backend holds them (the store adds its own unconfirmed changes).
+    /// Default: none.
+    fn keys(&mut self, namespace: &str, prefix: &str) -> Result<Vec<String>> {
+        let _ = (namespace, prefix);
+        Ok(Vec::new())
+    }
+
+    /// For [`Role::SourceOfTruth`] backends: the live keys of `namespace` that carry every tag
+    /// of `tags` (at least one), as the backend holds them. Default: none.
+    fn query_by_tags(&mut self, namespace: &str, tags: &[&str]) -> Result<Vec<String>> {
+        let _ = (namespace, tags);
+        Ok(Vec::new())
+    }
+
+    /// For [`Role::SourceOfTruth`] backends: every tag of `namespace` that a live key carries,
+    /// with those keys, as the backend holds them. Default: none.
+    fn tags(&mut self, namespace: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let _ = namespace;
+        Ok(Vec::new())
+    }
+
+    /// For a backend other writers share: from now on, report what they change to `changes`
+    /// (from a thread of the backend's own). Called once, at open, before any other call but
+    /// [`load`](Backend::load). Default: nobody else writes.
+    fn watch(&mut self, changes: Arc<dyn RemoteChanges>) -> Result<()> {
+        let _ = changes;
+        Ok(())
+    }
+
     /// Releases the backend (locks, handles). Called once, after the final flush.
     fn close(&mut self) -> Result<()> {
         Ok(())
@@ -77,6 +108,22 @@ pub trait Backend: Send + 'static {
     fn disk_stats(&self) -> Option<DiskStats> {
         None
     }
+}
+
+/// Where a shared backend reports other writers' changes ([`Backend::watch`]): the store, which
+/// drops or refreshes its copies and tells its change listeners.
+pub trait RemoteChanges: Send + Sync {
+    /// Whether each changed key's new state should be read back and passed to
+    /// [`changed`](RemoteChanges::changed) (the store has change listeners to tell).
+    fn wants_states(&self) -> bool;
+
+    /// Another writer changed `key` of `namespace`. `state` is its record now when it was read
+    /// back (`Some(None)`: the backend no longer holds it), `None` when it was not read.
+    fn changed(&self, namespace: &str, key: &str, state: Option<Option<Record>>);
+
+    /// Changes may have been missed (a connection was lost and replaced): no copy can be
+    /// trusted any more.
+    fn resync(&self);
 }
 
 /// Where [`Backend::load`] sends what it replays: the store being opened.

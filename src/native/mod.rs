@@ -23,7 +23,7 @@ mod redis;
 mod store;
 mod syncer;
 
-pub use backend::{Backend, Compaction, CompactionReport, DiskStats, Replay, Role};
+pub use backend::{Backend, Compaction, CompactionReport, DiskStats, RemoteChanges, Replay, Role};
 pub use batch::WriteBatch;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryBackend;

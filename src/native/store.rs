@@ -20,7 +20,9 @@ use super::backend::{CompactionReport, DiskStats};
 use super::file_log::{sync_dir, FileLog};
 use super::options::{ttl_ms, ChangeCallback, ExpireCallback};
 use super::syncer::SyncerShared;
-use super::{Backend, Clock, MemoryBackend, Options, Replay, Role, SetOptions, WriteBatch};
+use super::{
+    Backend, Clock, MemoryBackend, Options, RemoteChanges, Replay, Role, SetOptions, WriteBatch,
+};
 use crate::core::{log::validate_db_name, Change, ChangeOp, Engine, NsId};
 use crate::{Error, Kind, Metadata, Record, Result, Stats};
 
@@ -65,6 +67,59 @@ pub(crate) struct Shared {
     on_expire: Option<ExpireCallback>,
     on_change: Option<ChangeCallback>,
     syncer: Option<Arc<SyncerShared>>,
+    /// What other writers of a shared backend changed lately (source-of-truth backends).
+    remote: Mutex<RemoteLog>,
+}
+
+/// How many recent invalidations a store remembers to tell whether a fetch raced one.
+const RECENT_INVALIDATIONS: usize = 1024;
+
+/// A fetch that raced an invalidation of its key is retried at most this often; the last
+/// answer is then kept (a writer changing the key this fast invalidates it again soon).
+const FETCH_ATTEMPTS: u32 = 16;
+
+/// Invalidations from a shared backend, numbered, so that a fetch can tell whether its answer
+/// may be older than one of them. See [`Shared::fetch_missing`].
+#[derive(Default)]
+struct RemoteLog {
+    /// Invalidations received so far.
+    epoch: u64,
+    /// The epoch of the last resync (every copy suspect).
+    resynced_at: u64,
+    /// (epoch, hash of namespace and key) of the latest invalidations, oldest first.
+    recent: std::collections::VecDeque<(u64, u64)>,
+    /// Keys invalidated while this store's own write of them was in flight: dropped once the
+    /// write is confirmed (which of the two Redis holds last is unknown).
+    stale_after_flush: Vec<(NsId, String)>,
+}
+
+impl RemoteLog {
+    fn note(&mut self, hash: u64) {
+        self.epoch += 1;
+        if self.recent.len() == RECENT_INVALIDATIONS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.epoch, hash));
+    }
+
+    /// Whether an invalidation of the key hashed `hash` may have come after epoch `since`.
+    fn raced(&self, since: u64, hash: u64) -> bool {
+        if self.epoch == since {
+            return false;
+        }
+        let forgotten = self.recent.front().is_some_and(|(e, _)| *e > since + 1);
+        self.resynced_at > since
+            || forgotten
+            || self.recent.iter().any(|(e, h)| *e > since && *h == hash)
+    }
+}
+
+fn key_hash(namespace: &str, key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    namespace.hash(&mut h);
+    key.hash(&mut h);
+    h.finish()
 }
 
 impl Shared {
@@ -147,39 +202,161 @@ impl Shared {
     /// holds it, before a call that must see it. Does nothing for a log backend, for a key in
     /// memory, or for a key with a change of this store's that is not confirmed yet (its
     /// local state is the one to keep: a pending delete must not bring the key back).
+    ///
+    /// An answer is kept only if no invalidation of the key arrived while it was being
+    /// fetched (it may be older than the change invalidated); otherwise the key is fetched
+    /// again.
     fn fetch_missing(&self, ns: NsId, key: &str) -> Result<()> {
         if self.role != Role::SourceOfTruth {
             return Ok(());
         }
-        let now = self.now();
-        let namespace = {
+        for attempt in 1..=FETCH_ATTEMPTS {
+            let now = self.now();
+            let (namespace, since) = {
+                let mut state = lock(&self.state);
+                if state.closed {
+                    return Err(Error::Closed);
+                }
+                let engine = &mut state.engine;
+                if engine.is_local(ns, key) || engine.contains(ns, key, now)? {
+                    return Ok(());
+                }
+                let since = lock(&self.remote).epoch;
+                (engine.namespace_name(ns)?.to_string(), since)
+            };
+            let fetched = lock(&self.backend).fetch(&namespace, key);
             let mut state = lock(&self.state);
-            if state.closed {
-                return Err(Error::Closed);
+            note_backend(&mut state.engine, &fetched);
+            let Some(record) = fetched? else {
+                return Ok(());
+            };
+            if record.namespace() != namespace || record.key() != key {
+                return Err(Error::Backend(format!(
+                    "fetch of {namespace:?}/{key:?} returned the record of {:?}/{:?}",
+                    record.namespace(),
+                    record.key()
+                )));
+            }
+            if attempt < FETCH_ATTEMPTS
+                && lock(&self.remote).raced(since, key_hash(&namespace, key))
+            {
+                continue;
             }
             let engine = &mut state.engine;
-            if engine.is_local(ns, key) || engine.contains(ns, key, now)? {
-                return Ok(());
+            // A write of this store's may have landed meanwhile: it is newer than the fetch.
+            if !engine.is_local(ns, key) && !engine.contains(ns, key, now)? {
+                engine.load(record, now)?;
             }
-            engine.namespace_name(ns)?.to_string()
-        };
-        let Some(record) = lock(&self.backend).fetch(&namespace, key)? else {
             return Ok(());
-        };
-        if record.namespace() != namespace || record.key() != key {
-            return Err(Error::Backend(format!(
-                "fetch of {namespace:?}/{key:?} returned the record of {:?}/{:?}",
-                record.namespace(),
-                record.key()
-            )));
-        }
-        let mut state = lock(&self.state);
-        let engine = &mut state.engine;
-        // A write of this store's may have landed meanwhile: it is newer than the fetch.
-        if !engine.is_local(ns, key) && !engine.contains(ns, key, now)? {
-            engine.load(record, now)?;
         }
         Ok(())
+    }
+
+    /// A listing of a [`Role::SourceOfTruth`] backend merged with this store's own changes
+    /// that the backend has not confirmed: for those keys, the engine's state counts. `remote`
+    /// asks the backend; `local` lists what the engine holds. Log backends: `local` alone.
+    ///
+    /// Items are keys, or anything naming one (`key_of`), such as (tag, key) pairs.
+    fn listing<T: Ord>(
+        self: &Arc<Self>,
+        ns: NsId,
+        remote: impl FnOnce(&mut dyn Backend, &str) -> Result<Vec<T>>,
+        local: impl Fn(&Engine, u64) -> Result<Vec<T>>,
+        key_of: impl Fn(&T) -> &str,
+    ) -> Result<Vec<T>> {
+        if self.role != Role::SourceOfTruth {
+            return self.with(|engine, now| local(engine, now));
+        }
+        let (namespace, before) = self.with(|engine, _| {
+            Ok((
+                engine.namespace_name(ns)?.to_string(),
+                engine.unconfirmed_keys(ns)?,
+            ))
+        })?;
+        let listed = remote(&mut **lock(&self.backend), &namespace);
+        let mut state = lock(&self.state);
+        let engine = &mut state.engine;
+        note_backend(engine, &listed);
+        let listed = listed?;
+        // Keys confirmed while the backend was asked are taken from the engine too.
+        let mut unconfirmed: std::collections::BTreeSet<String> = before.into_iter().collect();
+        unconfirmed.extend(engine.unconfirmed_keys(ns)?);
+        let mut out: std::collections::BTreeSet<T> = listed
+            .into_iter()
+            .filter(|item| !unconfirmed.contains(key_of(item)))
+            .collect();
+        out.extend(
+            local(engine, self.now())?
+                .into_iter()
+                .filter(|item| unconfirmed.contains(key_of(item))),
+        );
+        Ok(out.into_iter().collect())
+    }
+
+    /// Another writer changed `key` of `namespace` (see [`RemoteChanges::changed`]).
+    fn remote_changed(&self, namespace: &str, key: &str, record: Option<Option<Record>>) {
+        let now = self.now();
+        let mut changes = Vec::new();
+        {
+            let mut state = lock(&self.state);
+            if state.closed {
+                return;
+            }
+            let engine = &mut state.engine;
+            let mut remote = lock(&self.remote);
+            remote.note(key_hash(namespace, key));
+            let mut held = None;
+            if let Some(ns) = engine.find_namespace(namespace) {
+                if engine.is_pending(ns, key) {
+                    // This store's own change lands after the other writer's, and wins.
+                    return;
+                }
+                held = engine.held_deadline(ns, key);
+                if engine.is_local(ns, key) {
+                    remote.stale_after_flush.push((ns, key.to_string()));
+                } else {
+                    match &record {
+                        Some(Some(put @ Record::Put(_))) => {
+                            // Read back after the invalidation: at least as new as the change.
+                            let _ = engine.load(put.clone(), now);
+                        }
+                        _ => {
+                            engine.forget(ns, key);
+                        }
+                    }
+                }
+            }
+            if let (Some(state), Some(_)) = (&record, &self.on_change) {
+                let op = match state {
+                    Some(Record::Put(p)) if p.expires_at.is_none_or(|d| d > now) => ChangeOp::Set,
+                    _ if held.flatten().is_some_and(|d| d <= now) => ChangeOp::Expire,
+                    _ => ChangeOp::Delete,
+                };
+                changes.push(Change {
+                    key: key.to_string(),
+                    namespace: namespace.to_string(),
+                    op,
+                    remote: true,
+                });
+            }
+        }
+        self.notify(changes);
+    }
+
+    /// Other writers' changes may have been missed: drop every copy that is not this store's
+    /// own unconfirmed change (see [`RemoteChanges::resync`]).
+    fn resync(&self) {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return;
+        }
+        let engine = &mut state.engine;
+        engine.forget_all();
+        let mut remote = lock(&self.remote);
+        let in_flight = engine.in_flight_keys();
+        remote.stale_after_flush.extend(in_flight);
+        remote.epoch += 1;
+        remote.resynced_at = remote.epoch;
     }
 
     /// The engine's queued changes, if any callback wants them (the queue is empty otherwise).
@@ -250,6 +427,15 @@ impl Shared {
                 }
                 Err(e) => {
                     state.engine.fail(batch.id, &e.to_string());
+                }
+            }
+            // Keys another writer changed while this batch was in flight: after a success,
+            // which write Redis holds last is unknown, so the copy goes; after a failure the
+            // change is pending again and will land last.
+            let stale = std::mem::take(&mut lock(&self.remote).stale_after_flush);
+            if written.is_ok() {
+                for (ns, key) in stale {
+                    state.engine.forget(ns, &key);
                 }
             }
         }
@@ -375,6 +561,36 @@ impl Shared {
     /// The syncer's last flush before it stops.
     pub(crate) fn final_flush(self: &Arc<Self>) {
         let _ = self.flush_and_note();
+    }
+}
+
+/// Records the outcome of a backend call in the engine's stats ([`Stats::backend_down`]).
+fn note_backend<T>(engine: &mut Engine, result: &Result<T>) {
+    match result {
+        Ok(_) => engine.note_backend(Ok(())),
+        Err(e) => engine.note_backend(Err(&e.to_string())),
+    }
+}
+
+/// A store as the [`RemoteChanges`] sink of its backend. Weak, so the backend's thread never
+/// keeps a dropped store alive.
+struct StoreChanges(std::sync::Weak<Shared>);
+
+impl RemoteChanges for StoreChanges {
+    fn wants_states(&self) -> bool {
+        self.0.upgrade().is_some_and(|s| s.on_change.is_some())
+    }
+
+    fn changed(&self, namespace: &str, key: &str, state: Option<Option<Record>>) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.remote_changed(namespace, key, state);
+        }
+    }
+
+    fn resync(&self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.resync();
+        }
     }
 }
 
@@ -554,7 +770,12 @@ impl Store {
             on_expire: options.on_expire,
             on_change: options.on_change,
             syncer: options.syncer,
+            remote: Mutex::new(RemoteLog::default()),
         });
+        if role == Role::SourceOfTruth {
+            let changes = Arc::new(StoreChanges(Arc::downgrade(&shared)));
+            lock(&shared.backend).watch(changes)?;
+        }
         if let Some(syncer) = &shared.syncer {
             syncer.register(Arc::downgrade(&shared));
         }
@@ -773,22 +994,70 @@ impl Namespace {
             .with(|engine, now| engine.persist(self.id, key, now))
     }
 
-    /// Live keys that start with `prefix`, sorted; `""` lists every key.
+    /// Live keys that start with `prefix`, sorted; `""` lists every key. On a
+    /// [`Role::SourceOfTruth`] backend (Redis), the backend's keys with this store's own
+    /// unconfirmed changes applied.
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
-        self.shared()
-            .with(|engine, now| engine.keys(self.id, prefix, now))
+        self.shared().listing(
+            self.id,
+            |backend, ns| backend.keys(ns, prefix),
+            |engine, now| engine.keys(self.id, prefix, now),
+            String::as_str,
+        )
     }
 
-    /// Live keys that carry *all* of `tags`, sorted. An empty `tags` matches nothing.
+    /// Live keys that carry *all* of `tags`, sorted. An empty `tags` matches nothing. On a
+    /// [`Role::SourceOfTruth`] backend, as [`keys`](Namespace::keys).
     pub fn query_by_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<Vec<String>> {
-        self.shared()
-            .with(|engine, now| engine.query_by_tags(self.id, tags, now))
+        if tags.is_empty() {
+            return self.shared().with(|engine, _| {
+                engine.namespace_name(self.id)?;
+                Ok(Vec::new())
+            });
+        }
+        let names: Vec<&str> = tags.iter().map(AsRef::as_ref).collect();
+        self.shared().listing(
+            self.id,
+            |backend, ns| backend.query_by_tags(ns, &names),
+            |engine, now| engine.query_by_tags(self.id, tags, now),
+            String::as_str,
+        )
     }
 
-    /// Every tag carried by a live key, with its number of live keys, sorted by tag.
+    /// Every tag carried by a live key, with its number of live keys, sorted by tag. On a
+    /// [`Role::SourceOfTruth`] backend, as [`keys`](Namespace::keys).
     pub fn list_tags(&self) -> Result<Vec<(String, usize)>> {
-        self.shared()
-            .with(|engine, now| engine.list_tags(self.id, now))
+        let shared = self.shared();
+        if shared.role != Role::SourceOfTruth {
+            return shared.with(|engine, now| engine.list_tags(self.id, now));
+        }
+        // A listing of (tag, key) pairs: each key's tags as the backend holds them, or as
+        // the engine does for a key with an unconfirmed change.
+        let pairs = shared.listing(
+            self.id,
+            |backend, ns| {
+                let mut pairs = Vec::new();
+                for (tag, keys) in backend.tags(ns)? {
+                    pairs.extend(keys.into_iter().map(|key| (tag.clone(), key)));
+                }
+                Ok(pairs)
+            },
+            |engine, now| {
+                let mut pairs = Vec::new();
+                for (tag, _) in engine.list_tags(self.id, now)? {
+                    for key in engine.query_by_tags(self.id, &[&tag], now)? {
+                        pairs.push((tag.clone(), key));
+                    }
+                }
+                Ok(pairs)
+            },
+            |(_, key)| key.as_str(),
+        )?;
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for (tag, _) in pairs {
+            *counts.entry(tag).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
     }
 }
 

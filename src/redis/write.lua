@@ -1,6 +1,8 @@
--- tidekv: applies one namespace's part of a batch, atomically (docs/REDIS.md, "Writes").
--- KEYS = [H:tags, H:d]; ARGV = [H, then five per op: kind ("p" or "d"), key, record,
--- deadline or "", encoded tags or ""]. Returns the number of ops applied.
+-- tidekv: the tag sets, tag hash and deadline index of one namespace's part of a batch
+-- (docs/REDIS.md, "Writes"). Runs inside the batch's MULTI/EXEC, before the records' own
+-- SET/DEL, which the client sends itself (so CLIENT TRACKING's NOLOOP applies to them).
+-- KEYS = [H:tags, H:d]; ARGV = [H, then five per op: kind ("p" or "d"), key, record (unused,
+-- may be ""), deadline or "", encoded tags or ""]. Returns the number of ops applied.
 local h, tags_key, index_key = ARGV[1], KEYS[1], KEYS[2]
 
 -- Calls f on each tag of an encoding such as "3:red4:blue".
@@ -16,8 +18,7 @@ end
 
 local ops = 0
 for i = 2, #ARGV, 5 do
-  local kind, key, record, deadline, tags = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local record_key = h .. ':k:' .. key
+  local kind, key, deadline, tags = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
   local old = redis.call('HGET', tags_key, key)
   if old then
     each_tag(old, function(tag) redis.call('SREM', h .. ':t:' .. tag, key) end)
@@ -25,10 +26,6 @@ for i = 2, #ARGV, 5 do
   end
   redis.call('ZREM', index_key, key)
   if kind == 'p' then
-    redis.call('SET', record_key, record)
-    if deadline ~= '' then
-      redis.call('PEXPIREAT', record_key, deadline)
-    end
     if tags ~= '' then
       each_tag(tags, function(tag) redis.call('SADD', h .. ':t:' .. tag, key) end)
       redis.call('HSET', tags_key, key, tags)
@@ -36,8 +33,6 @@ for i = 2, #ARGV, 5 do
         redis.call('ZADD', index_key, deadline, key)
       end
     end
-  else
-    redis.call('DEL', record_key)
   end
   ops = ops + 1
 end
