@@ -11,8 +11,6 @@
 // Both sockets are unref'ed while idle, so a script that never calls `close()` still exits (its
 // pending writes are flushed at `beforeExit`); the data socket is ref'ed while a command waits.
 
-import { createHash } from 'node:crypto';
-
 let redisModule = null;
 
 async function loadRedis() {
@@ -54,17 +52,13 @@ function isReplyError(e) {
 
 export class RedisLink {
   /**
-   * `url`: redis://… or rediss://…; `prefix`: the BCAST prefix `{tidekv:<db>:`; `scripts`:
-   * `{ write, reap }` Lua sources; `onInvalidate(keys)`: Redis keys (strings) another client
+   * `url`: redis://… or rediss://…; `prefix`: the BCAST prefix `{tidekv:<db>:`;
+   * `onInvalidate(keys)`: Redis keys (strings) another client
    * changed, or `null` for all; `onReset()`: local copies can no longer be trusted.
    */
-  constructor(url, prefix, scripts, onInvalidate, onReset) {
+  constructor(url, prefix, onInvalidate, onReset) {
     this.url = url;
     this.prefix = prefix;
-    this.scripts = {};
-    for (const [name, source] of Object.entries(scripts)) {
-      this.scripts[name] = { source, sha: createHash('sha1').update(source).digest('hex') };
-    }
     this.onInvalidate = onInvalidate;
     this.onReset = onReset;
     this.pair = null; // a promise of { data, sub, lost }
@@ -164,51 +158,59 @@ export class RedisLink {
     }
   }
 
-  /**
-   * Sends `commands` (arrays of string | Uint8Array) in one pipeline; resolves with one reply
-   * each, an `Error` in place of a reply the server refused. Rejects if the connection failed.
-   */
-  async run(commands, binary) {
+  /** Runs `f(pair)` on an open pair, keeping the process alive while it waits. */
+  async busy(f) {
     this.outstanding += 1;
-    let settled, pair;
+    let pair;
     try {
       pair = await this.ensure();
       pair.data.ref();
-      settled = await Promise.allSettled(commands.map((c) => pair.data.sendCommand(c.map(arg))));
+      return await f(pair);
     } finally {
       this.outstanding -= 1;
       if (this.outstanding === 0 && pair && !pair.lost) pair.data.unref();
     }
-    return settled.map((s) => {
-      if (s.status === 'fulfilled') return reply(s.value, binary);
-      if (isReplyError(s.reason)) return new Error(describe(s.reason));
-      throw this.failure(pair, s.reason);
+  }
+
+  /**
+   * Sends `commands` (arrays of string | Uint8Array) in one pipeline; resolves with one reply
+   * each, an `Error` in place of a reply the server refused. Rejects if the connection failed.
+   */
+  run(commands, binary) {
+    return this.busy(async (pair) => {
+      const settled = await Promise.allSettled(commands.map((c) => pair.data.sendCommand(c.map(arg))));
+      return settled.map((s) => {
+        if (s.status === 'fulfilled') return reply(s.value, binary);
+        if (isReplyError(s.reason)) return new Error(describe(s.reason));
+        throw this.failure(pair, s.reason);
+      });
+    });
+  }
+
+  /**
+   * Sends `commands` as one MULTI/EXEC; resolves with their replies, rejects naming the
+   * commands the server refused, or the connection failure.
+   */
+  transaction(commands) {
+    return this.busy(async (pair) => {
+      const multi = pair.data.multi();
+      for (const c of commands) multi.addCommand(c.map(arg));
+      try {
+        return reply(await multi.exec(), false);
+      } catch (e) {
+        if (e && Array.isArray(e.errorIndexes)) {
+          const why = e.errorIndexes.map((i) => `command ${i}: ${describe(e.replies[i])}`).join('; ');
+          throw new Error(`transaction failed (${why})`);
+        }
+        if (isReplyError(e)) throw new Error(describe(e));
+        throw this.failure(pair, e);
+      }
     });
   }
 
   failure(pair, e) {
     if (!pair.lost) this.lose(pair, e);
     return new Error(`Redis connection lost (${pair.error ?? describe(e)})`);
-  }
-
-  /**
-   * Runs scripts in one pipeline: `calls` is a list of `[name, keys, args]`; each by EVALSHA,
-   * loaded and sent again where the server answers NOSCRIPT (a script that did not run changed
-   * nothing). Resolves with each script's reply, an `Error` in place of a failed one.
-   */
-  async runScripts(calls) {
-    const command = ([name, keys, args]) => ['EVALSHA', this.scripts[name].sha, String(keys.length), ...keys, ...args];
-    let replies = await this.run(calls.map(command), false);
-    const missing = replies.flatMap((r, i) => (r instanceof Error && r.message.startsWith('NOSCRIPT') ? [i] : []));
-    if (missing.length) {
-      const names = [...new Set(missing.map((i) => calls[i][0]))];
-      const loaded = await this.run(names.map((n) => ['SCRIPT', 'LOAD', this.scripts[n].source]), false);
-      for (const r of loaded) if (r instanceof Error) throw new Error(`Redis SCRIPT LOAD failed: ${r.message}`);
-      const again = await this.run(missing.map((i) => command(calls[i])), false);
-      replies = replies.slice();
-      missing.forEach((i, j) => (replies[i] = again[j]));
-    }
-    return replies;
   }
 
   /** Every key matching `pattern`, by SCAN (never KEYS). */

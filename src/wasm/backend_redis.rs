@@ -10,9 +10,11 @@
 //! H:tags      hash        key -> its tags as "<byte length>:<tag>" concatenated
 //! H:d         sorted set  key -> deadline (ms), for keys with tags and a deadline
 //! ```
-//! A flush is one pipeline: per namespace of the batch one `EVALSHA` of `src/redis/write.lua`
-//! (atomic, like `MULTI`/`EXEC`), then one bounded step of `src/redis/reap.lua`. The scripts are
-//! the crate's own files, included here, so every client runs the same copy.
+//! A flush is one `MULTI`/`EXEC`: per namespace of the batch an `EVAL` of `src/redis/write.lua`
+//! (tag sets, tag hash, deadline index), each record's own `SET` (+ `PEXPIREAT`) or `DEL` —
+//! sent by the client, so `NOLOOP` keeps the store from hearing its own writes — and one bounded
+//! step of `src/redis/reap.lua`. The scripts are the crate's own files, included here, so every
+//! client runs the same copy.
 //!
 //! Coherence: the link keeps a data connection with `CLIENT TRACKING ON REDIRECT <subscriber>
 //! BCAST PREFIX {tidekv:<db>: NOLOOP` and a subscriber connection on `__redis__:invalidate`.
@@ -38,8 +40,8 @@ use crate::{Batch, Error, Record, Result};
 const WRITE_LUA: &str = include_str!("../redis/write.lua");
 /// The reap script of docs/REDIS.md.
 const REAP_LUA: &str = include_str!("../redis/reap.lua");
-/// Deadline-index members one reap step looks at, at most.
-const REAP_LIMIT: &str = "256";
+/// Deadline-index members one reap step looks at, at most (as the native client).
+const REAP_LIMIT: &str = "128";
 /// How often a fetch is sent again when invalidations keep overtaking it.
 const FETCH_ATTEMPTS: usize = 8;
 
@@ -47,13 +49,7 @@ const FETCH_ATTEMPTS: usize = 8;
 extern "C" {
     type RedisLink;
     #[wasm_bindgen(constructor)]
-    fn new(
-        url: &str,
-        prefix: &str,
-        scripts: &JsValue,
-        on_invalidate: &Function,
-        on_reset: &Function,
-    ) -> RedisLink;
+    fn new(url: &str, prefix: &str, on_invalidate: &Function, on_reset: &Function) -> RedisLink;
     #[wasm_bindgen(method, catch)]
     async fn ensure(this: &RedisLink) -> std::result::Result<JsValue, JsValue>;
     #[wasm_bindgen(method, catch)]
@@ -62,8 +58,11 @@ extern "C" {
         commands: Array,
         binary: bool,
     ) -> std::result::Result<JsValue, JsValue>;
-    #[wasm_bindgen(method, catch, js_name = runScripts)]
-    async fn run_scripts(this: &RedisLink, calls: Array) -> std::result::Result<JsValue, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    async fn transaction(
+        this: &RedisLink,
+        commands: Array,
+    ) -> std::result::Result<JsValue, JsValue>;
     #[wasm_bindgen(method, catch)]
     async fn scan(this: &RedisLink, pattern: &str) -> std::result::Result<JsValue, JsValue>;
     #[wasm_bindgen(method)]
@@ -215,10 +214,6 @@ fn command(args: &[&str]) -> JsValue {
         .into()
 }
 
-fn strings(list: &[String]) -> Array {
-    list.iter().map(|s| JsValue::from_str(s)).collect()
-}
-
 /// A reply that must be an array.
 fn reply_array(value: JsValue, doing: &str) -> Result<Array> {
     if let Some(e) = value.dyn_ref::<js_sys::Error>() {
@@ -297,14 +292,9 @@ impl RedisBackend {
                 }
             })
         };
-        let scripts = super::convert::object(&[
-            ("write", JsValue::from_str(WRITE_LUA)),
-            ("reap", JsValue::from_str(REAP_LUA)),
-        ]);
         let link = RedisLink::new(
             url,
             &format!("{{tidekv:{db}:"),
-            &scripts,
             on_invalidate.as_ref().unchecked_ref(),
             on_reset.as_ref().unchecked_ref(),
         );
@@ -451,20 +441,24 @@ impl RedisBackend {
     async fn reap(&self, namespace: &str) -> Result<()> {
         let replies = self
             .link
-            .run_scripts([self.reap_call(namespace)].into_iter().collect())
+            .run(Array::of1(&self.reap_call(namespace)), false)
             .await
             .map_err(|e| backend_error("reap", &e))?;
         reply_number(&Array::from(&replies).get(0), "reap").map(drop)
     }
 
+    /// `EVAL` of the reap script for `namespace`: one bounded step.
     fn reap_call(&self, namespace: &str) -> JsValue {
         let h = self.h(namespace);
-        Array::of3(
-            &JsValue::from_str("reap"),
-            &strings(&[format!("{h}:tags"), format!("{h}:d")]),
-            &strings(&[h, REAP_LIMIT.into()]),
-        )
-        .into()
+        command(&[
+            "EVAL",
+            REAP_LUA,
+            "2",
+            &format!("{h}:tags"),
+            &format!("{h}:d"),
+            &h,
+            REAP_LIMIT,
+        ])
     }
 
     /// Keys of `namespace` carrying every one of `tags` that Redis holds now: a reap step,
@@ -565,40 +559,61 @@ impl RedisBackend {
         Ok((counts, tags_of))
     }
 
-    /// The write script's call for one namespace's records.
-    fn write_call(&self, namespace: &str, records: &[&Record]) -> JsValue {
+    /// The commands of one namespace's part of a batch, appended to `out`: the write script
+    /// (tags and deadline index), each record's `SET` (+ `PEXPIREAT`) or `DEL`, a reap step.
+    fn write_commands(&self, namespace: &str, records: &[&Record], out: &Array) {
         let h = self.h(namespace);
-        let args = Array::new();
-        args.push(&JsValue::from_str(&h));
-        let mut buf = Vec::new();
+        let tags_key = format!("{h}:tags");
+        let index_key = format!("{h}:d");
+        let script = Array::new();
+        for arg in ["EVAL", WRITE_LUA, "2", &tags_key, &index_key, &h] {
+            script.push(&JsValue::from_str(arg));
+        }
         for record in records {
             match record {
                 Record::Put(p) => {
-                    buf.clear();
-                    record.encode(&mut buf);
-                    args.push(&JsValue::from_str("p"));
-                    args.push(&JsValue::from_str(&p.key));
-                    args.push(&Uint8Array::from(&buf[..]));
-                    args.push(&JsValue::from_str(
-                        &p.expires_at.map(|d| d.to_string()).unwrap_or_default(),
-                    ));
-                    args.push(&JsValue::from_str(&encode_tags(&p.tags)));
+                    let deadline = p.expires_at.map(|d| d.to_string()).unwrap_or_default();
+                    for arg in ["p", &p.key, "", &deadline, &encode_tags(&p.tags)] {
+                        script.push(&JsValue::from_str(arg));
+                    }
                 }
                 Record::Delete { key, .. } => {
                     for arg in ["d", key, "", "", ""] {
-                        args.push(&JsValue::from_str(arg));
+                        script.push(&JsValue::from_str(arg));
                     }
                 }
             }
         }
-        Array::of3(
-            &JsValue::from_str("write"),
-            &strings(&[format!("{h}:tags"), format!("{h}:d")]),
-            &args,
-        )
-        .into()
+        out.push(&script);
+        let mut buf = Vec::new();
+        for record in records {
+            let key = JsValue::from_str(&format!("{h}:k:{}", record.key()));
+            match record {
+                Record::Put(p) => {
+                    buf.clear();
+                    record.encode(&mut buf);
+                    out.push(&Array::of3(
+                        &JsValue::from_str("SET"),
+                        &key,
+                        &Uint8Array::from(&buf[..]),
+                    ));
+                    if let Some(deadline) = p.expires_at {
+                        out.push(&Array::of3(
+                            &JsValue::from_str("PEXPIREAT"),
+                            &key,
+                            &JsValue::from_str(&deadline.to_string()),
+                        ));
+                    }
+                }
+                Record::Delete { .. } => {
+                    out.push(&Array::of2(&JsValue::from_str("DEL"), &key));
+                }
+            }
+        }
+        out.push(&self.reap_call(namespace));
     }
 
+    /// The batch as one `MULTI`/`EXEC` (docs/REDIS.md, "Writes").
     async fn write_batch(&self, batch: &Batch) -> Result<()> {
         let mut by_namespace: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
         for record in &batch.records {
@@ -607,27 +622,14 @@ impl RedisBackend {
                 .or_default()
                 .push(record);
         }
-        let calls = Array::new();
+        let commands = Array::new();
         for (namespace, records) in &by_namespace {
-            calls.push(&self.write_call(namespace, records));
+            self.write_commands(namespace, records, &commands);
         }
-        // A reap step per namespace written rides in the same pipeline; its failure is no
-        // failure of the flush (the next step catches up).
-        for namespace in by_namespace.keys() {
-            calls.push(&self.reap_call(namespace));
-        }
-        let replies = self
-            .link
-            .run_scripts(calls)
+        self.link
+            .transaction(commands)
             .await
             .map_err(|e| backend_error("write", &e))?;
-        let replies = Array::from(&replies);
-        for (i, namespace) in by_namespace.keys().enumerate() {
-            reply_number(
-                &replies.get(i as u32),
-                &format!("write of namespace {namespace:?}"),
-            )?;
-        }
         Ok(())
     }
 }
