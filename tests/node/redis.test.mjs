@@ -278,6 +278,16 @@ test('bad input: a malformed URL, an unreachable server and options that do not 
   assert.throws(() => s.set('k', 'v'), (e) => e.code === 'Closed');
 });
 
+test('a script that never calls close() exits on its own, its writes in Redis', () => {
+  const name = fresh();
+  const script = `import { Store } from 'tidekv';
+    const s = await Store.open({ redis: ${JSON.stringify(server.url)}, name: ${JSON.stringify(name)} });
+    s.set('k', 'landed');`;
+  const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: appDir(), encoding: 'utf8', timeout: 20_000 });
+  assert.equal(run.status, 0, run.stderr);
+  assert.equal(cli('GET', `{tidekv:${name}:}:k:k`).endsWith('landed'), true);
+});
+
 test('the browser build never imports redis', () => {
   const web = join(appDir(), 'node_modules/tidekv/web');
   for (const file of readdirSync(web, { recursive: true }).filter((f) => String(f).endsWith('.js'))) {
