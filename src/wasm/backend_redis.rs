@@ -5,13 +5,13 @@
 //! Wire layout (docs/REDIS.md, the contract the native crate keeps too), per database `db` and
 //! namespace `ns`, with `H = {tidekv:<db>:<hex(ns)>}`:
 //! ```text
-//! H:k:<key>   string      the key's record (`Record::encode` of its Put), PEXPIREAT its deadline
+//! H:k:<key>   string      the key's record (`Record::encode` of its Put), expiring at its deadline
 //! H:t:<tag>   set         the keys carrying <tag>
 //! H:tags      hash        key -> its tags as "<byte length>:<tag>" concatenated
 //! H:d         sorted set  key -> deadline (ms), for keys with tags and a deadline
 //! ```
 //! A flush is one `MULTI`/`EXEC`: per namespace of the batch an `EVAL` of `src/redis/write.lua`
-//! (tag sets, tag hash, deadline index), each record's own `SET` (+ `PEXPIREAT`) or `DEL` —
+//! (tag sets, tag hash, deadline index), each record's own `SET` (`PXAT` its deadline) or `DEL` —
 //! sent by the client, so `NOLOOP` keeps the store from hearing its own writes — and one bounded
 //! step of `src/redis/reap.lua`. The scripts are the crate's own files, included here, so every
 //! client runs the same copy.
@@ -560,7 +560,8 @@ impl RedisBackend {
     }
 
     /// The commands of one namespace's part of a batch, appended to `out`: the write script
-    /// (tags and deadline index), each record's `SET` (+ `PEXPIREAT`) or `DEL`, a reap step.
+    /// (tags and deadline index), each record's `SET` (with `PXAT` at its deadline) or `DEL`,
+    /// a reap step.
     fn write_commands(&self, namespace: &str, records: &[&Record], out: &Array) {
         let h = self.h(namespace);
         let tags_key = format!("{h}:tags");
@@ -592,18 +593,13 @@ impl RedisBackend {
                 Record::Put(p) => {
                     buf.clear();
                     record.encode(&mut buf);
-                    out.push(&Array::of3(
-                        &JsValue::from_str("SET"),
-                        &key,
-                        &Uint8Array::from(&buf[..]),
-                    ));
+                    let set =
+                        Array::of3(&JsValue::from_str("SET"), &key, &Uint8Array::from(&buf[..]));
                     if let Some(deadline) = p.expires_at {
-                        out.push(&Array::of3(
-                            &JsValue::from_str("PEXPIREAT"),
-                            &key,
-                            &JsValue::from_str(&deadline.to_string()),
-                        ));
+                        set.push(&JsValue::from_str("PXAT"));
+                        set.push(&JsValue::from_str(&deadline.to_string()));
                     }
+                    out.push(&set);
                 }
                 Record::Delete { .. } => {
                     out.push(&Array::of2(&JsValue::from_str("DEL"), &key));
