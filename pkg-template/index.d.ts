@@ -1,5 +1,6 @@
 // Types of the tidekv npm package. The same declarations describe the browser build (web.js)
-// and the Node.js build (node.js); the 'fs' backend exists only in the Node.js build.
+// and the Node.js build (node.js); the 'fs' backend and Redis stores exist only in the Node.js
+// build.
 
 /** A JSON value: what `set` stores as kind `'json'`. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
@@ -59,6 +60,21 @@ export interface OpenOptions extends MemoryOptions {
    * Default `false`.
    */
   persist?: boolean;
+}
+
+/**
+ * Options of `Store.open()` for a store on a Redis server (Node.js only; needs the optional peer
+ * dependency `redis`). `path`, `backend`, `durability` and `persist` do not apply.
+ */
+export interface RedisOpenOptions extends MemoryOptions {
+  /** The server: `redis://host:port/`, `rediss://…` for TLS, a user and password in the URL. */
+  redis: string;
+  /**
+   * The database on the server (as the Rust crate's `Options::db`): its keys are
+   * `{tidekv:<name>:<hex(namespace)>}:k:<key>`. Same rules as `OpenOptions.name`; default
+   * `'default'`.
+   */
+  name?: string;
 }
 
 /** Browser storage, for an IndexedDB store (`null` in `stats()` for other backends). */
@@ -140,6 +156,27 @@ export interface Stats {
   storage: StorageStats | null;
 }
 
+/** The Redis side of a {@link RedisStore}'s counters. */
+export interface RedisStats {
+  /** Whether both connections (data, invalidations) are up now. */
+  connected: boolean;
+  /** Whether Redis is failing the store now: a lost connection or a failed flush. */
+  failing: boolean;
+  /** The last connection error, until a connection succeeds again; else `null`. */
+  lastError: string | null;
+  /** Keys read from Redis (local misses and read-backs for change events). */
+  fetched: number;
+  /** Keys other clients changed, as Redis reported them. */
+  invalidations: number;
+  /** Times every local copy was dropped (a reconnect, a flush of the Redis database). */
+  resets: number;
+}
+
+/** A {@link RedisStore}'s counters. */
+export interface RedisStoreStats extends Stats {
+  redis: RedisStats;
+}
+
 /** What `compact()` did. */
 export interface CompactReport {
   bytesBefore: number;
@@ -183,7 +220,10 @@ export interface ChangeEvent {
   namespace: string;
   /** A set (or TTL change), a delete that removed a live key, or an expiry. */
   op: 'set' | 'delete' | 'expire';
-  /** `true` when another tab or worker made the change; `false` for this store's own calls. */
+  /**
+   * `true` when another tab, worker or (for a {@link RedisStore}) another client of the Redis
+   * server made the change; `false` for this store's own calls.
+   */
   remote: boolean;
 }
 
@@ -207,6 +247,12 @@ export class Store {
   private constructor();
   /** Opens a store and loads every live record into memory. */
   static open(options?: OpenOptions): Promise<Store>;
+  /**
+   * Node.js: opens a store on a Redis server, which stays the source of truth (nothing is loaded;
+   * reads return promises). Rejects with code `'Backend'` naming the cause when the server
+   * cannot be reached or the `redis` package is not installed.
+   */
+  static open(options: RedisOpenOptions): Promise<RedisStore>;
   /** A store that keeps nothing after it is closed. */
   static memory(options?: MemoryOptions): Store;
   /** Stores `value`, replacing the whole entry (value, TTL, tags). Throws and stores nothing on bad input. */
@@ -253,6 +299,58 @@ export class Store {
   /** Flushes, then rewrites the backend's data to hold only live keys. */
   compact(): Promise<CompactReport>;
   /** Flushes, stops the timers and releases the backend; later calls throw code `'Closed'`. */
+  close(): Promise<void>;
+  /** Frees this handle's wasm memory (the store itself stays open until `close()`). */
+  free(): void;
+}
+
+/**
+ * A store on a Redis server (Node.js), from `Store.open({ redis, name })`: a write-back cache in
+ * front of Redis with a coherent local tier. Writes are synchronous and buffered (flushed as one
+ * `MULTI`/`EXEC`, atomic per namespace); a read is served from memory when the key is there and
+ * asked from Redis (and kept) when not, so reads — and `delete`, `expire`, `persist`, which must
+ * know whether the key exists — return promises. A read that needs Redis while it is down
+ * rejects with code `'Backend'`; writes stay buffered and are retried with backoff. Another
+ * client's flushed write replaces the local copy (`change` events with `remote: true`).
+ */
+export interface RedisStore {
+  /** Stores `value`, replacing the whole entry; buffered. Throws and stores nothing on bad input. */
+  set(key: string, value: Value, options?: SetOptions): void;
+  /** Stores many entries as one change: all or nothing, and one transaction in Redis. */
+  setMany(entries: ReadonlyArray<readonly [key: string, value: Value, options?: SetOptions]>): void;
+  /** The value as stored, or `undefined` if there is none or it expired. */
+  get(key: string): Promise<Value | undefined>;
+  getWithMetadata(key: string): Promise<Entry | undefined>;
+  has(key: string): Promise<boolean>;
+  /** `true` if the key held a live value. */
+  delete(key: string): Promise<boolean>;
+  /** Removes many keys as one change; resolves with how many held a live value. */
+  deleteMany(keys: readonly string[]): Promise<number>;
+  /** Ms until the key expires, or `undefined` without a TTL or key. */
+  ttl(key: string): Promise<number | undefined>;
+  /** Gives a live key a TTL in ms, keeping value and tags; `true` if the key exists. */
+  expire(key: string, ttl: number): Promise<boolean>;
+  /** Removes a key's TTL; `true` if the key exists. */
+  persist(key: string): Promise<boolean>;
+  /** Live keys starting with `prefix` (default: all), sorted: Redis's and the unflushed ones. */
+  keys(prefix?: string): Promise<string[]>;
+  /** Live keys carrying every one of `tags`, sorted; never an expired key. */
+  queryByTags(tags: string[]): Promise<string[]>;
+  listTags(): Promise<TagCount[]>;
+  /** A handle to namespace `name` of the same store. */
+  namespace(name: string): RedisStore;
+  /** Removes every expired local copy now; returns how many (Redis expires keys itself). */
+  sweepExpired(): number;
+  stats(): RedisStoreStats;
+  on(event: 'change', listener: ChangeListener): void;
+  on(event: 'expire', listener: ExpireListener): void;
+  on(event: 'error', listener: ErrorListener): void;
+  off(event: 'change', listener: ChangeListener): void;
+  off(event: 'expire', listener: ExpireListener): void;
+  off(event: 'error', listener: ErrorListener): void;
+  /** Resolves once Redis acknowledged everything written before the call. */
+  flush(): Promise<void>;
+  /** Flushes, then closes both connections; later calls fail with code `'Closed'`. */
   close(): Promise<void>;
   /** Frees this handle's wasm memory (the store itself stays open until `close()`). */
   free(): void;

@@ -19,8 +19,8 @@ out=pkg
 wasm="$target_dir/wasm32-unknown-unknown/release/tidekv.wasm"
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 
-if [ ! -x node_modules/.bin/wasm-opt ]; then
-  echo "[build-npm] npm ci (dev tools: binaryen, playwright-core, typescript)"
+if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/redis ]; then
+  echo "[build-npm] npm ci (dev tools: binaryen, playwright-core, typescript; redis for the tests)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
 

@@ -1,4 +1,4 @@
-//! The one narrow trait every wasm backend implements (IndexedDB, Node.js files).
+//! The one narrow trait every wasm backend implements (IndexedDB, Node.js files, Redis).
 //!
 //! A backend is a log the store replays at open: the engine holds every live key in memory, and
 //! the backend only makes batches durable. Each backend file has an `open` that replays what it
@@ -80,6 +80,10 @@ pub(crate) trait Backend {
         let _ = keys;
         Box::pin(async { Ok(Vec::new()) })
     }
+
+    /// Called after the store acknowledged a batch [`write`](Backend::write) committed: the
+    /// batch's keys are no longer in flight. Default: nothing to do.
+    fn confirmed(self: Rc<Self>) {}
 
     /// Whether so much of what the backend stores is dead (overwritten, deleted) that a
     /// compaction should run on its own, given how many keys are live now.

@@ -5,9 +5,10 @@
 
 use wasm_bindgen::JsValue;
 
-use super::convert::{js_result, options, positive, string, type_error};
+use super::convert::{js_result, options, positive, string, to_js, type_error};
 use super::scheduler;
 use crate::core::{log::validate_db_name, Config};
+use crate::Error;
 
 /// Where a store keeps its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub(crate) enum BackendKind {
     IndexedDb,
     /// Segment files under `path/<name>/` (the Node.js build only).
     Fs,
+    /// A Redis server as the source of truth (the Node.js build only).
+    Redis,
 }
 
 /// How far a flush goes before it resolves.
@@ -42,6 +45,9 @@ pub(crate) struct OpenOptions {
     pub config: Config,
     /// Ask the browser to keep the database when storage runs short (IndexedDB only).
     pub persist: bool,
+    /// The Redis server's URL (`redis://` or `rediss://`), for backend `Redis`.
+    #[cfg_attr(not(feature = "node"), allow(dead_code))]
+    pub redis: Option<String>,
 }
 
 const OPEN_OPTIONS: &[&str] = &[
@@ -54,6 +60,7 @@ const OPEN_OPTIONS: &[&str] = &[
     "compression",
     "maxValueSize",
     "persist",
+    "redis",
 ];
 const MEMORY_OPTIONS: &[&str] = &["bufferSize", "flushInterval", "maxValueSize", "compression"];
 
@@ -110,6 +117,7 @@ impl OpenOptions {
         let mut backend = None;
         let mut durability = None;
         let mut persist = false;
+        let mut redis = None;
         for (option, value) in options(opts, "Store options", OPEN_OPTIONS)? {
             if engine_option(&mut config, &option, &value)? || value.is_undefined() {
                 continue;
@@ -123,6 +131,7 @@ impl OpenOptions {
                     }
                     path = Some(p);
                 }
+                "redis" => redis = Some(redis_url(&value)?),
                 "persist" => {
                     persist = value.as_bool().ok_or_else(|| {
                         type_error("option persist must be a boolean (true asks the browser to keep the data)")
@@ -150,6 +159,21 @@ impl OpenOptions {
         }
         js_result(validate_db_name(&name))?;
         js_result(config.validate())?;
+        if redis.is_some() {
+            for (given, option) in [
+                (backend.is_some(), "backend"),
+                (path.is_some(), "path"),
+                (durability.is_some(), "durability"),
+                (persist, "persist"),
+            ] {
+                if given {
+                    return Err(type_error(&format!(
+                        "option {option} cannot be combined with redis: Redis is the store's backend"
+                    )));
+                }
+            }
+            backend = Some(BackendKind::Redis);
+        }
         let backend = match backend {
             Some(b) => b,
             None if path.is_some() => BackendKind::Fs,
@@ -176,6 +200,27 @@ impl OpenOptions {
             durability,
             config,
             persist,
+            redis,
         })
     }
+}
+
+/// The `redis` option: a `redis://` or `rediss://` URL with a host.
+fn redis_url(value: &JsValue) -> Result<String, JsValue> {
+    let url = string(value, "option redis")?;
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"));
+    let host = rest
+        .map(|r| r.rsplit_once('@').map_or(r, |(_, host)| host))
+        .unwrap_or("");
+    if host.is_empty() || host.starts_with('/') || host.starts_with(':') {
+        return Err(to_js(Error::InvalidOption {
+            option: "redis".into(),
+            reason: format!(
+                "must be a URL such as redis://host:port/ or rediss://user:password@host:port/, got {url:?}"
+            ),
+        }));
+    }
+    Ok(url)
 }

@@ -55,7 +55,7 @@ impl Listeners {
 /// One open store: the engine, its backend, the job chain and the event listeners. Shared by
 /// every namespace handle and by the scheduler.
 pub(crate) struct Shared {
-    engine: RefCell<Engine>,
+    pub(super) engine: RefCell<Engine>,
     backend: Option<Rc<dyn Backend>>,
     closed: Cell<bool>,
     /// Settles when the last queued backend job has finished (never rejects).
@@ -100,7 +100,7 @@ const ESTIMATE_EVERY_MS: u64 = 2_000;
 const RECLAIM_BATCH: usize = 1_000;
 
 impl Shared {
-    fn new(
+    pub(super) fn new(
         mut engine: Engine,
         backend: Option<Rc<dyn Backend>>,
         reclaim: Vec<(String, String)>,
@@ -177,7 +177,7 @@ impl Shared {
     /// Runs `f` on the engine with the current time, refusing once the store is closed; then
     /// fires expiry events, starts a flush if the buffer filled, and tells the scheduler when
     /// the engine next wants a tick.
-    fn with<R>(
+    pub(super) fn with<R>(
         self: &Rc<Self>,
         f: impl FnOnce(&mut Engine, u64) -> Result<R, JsValue>,
     ) -> Result<R, JsValue> {
@@ -381,9 +381,10 @@ impl Shared {
             self.engine.borrow_mut().ack(id);
             return Ok(());
         };
-        match backend.write(batch).await {
+        match Rc::clone(&backend).write(batch).await {
             Ok(()) => {
                 self.engine.borrow_mut().ack(id);
+                backend.confirmed();
                 self.failures.set(0);
                 self.retry_at.set(0);
                 self.compact_if_due();
@@ -407,7 +408,7 @@ impl Shared {
         }
     }
 
-    fn flush(self: &Rc<Self>) -> Promise {
+    pub(super) fn flush(self: &Rc<Self>) -> Promise {
         if self.closed.get() {
             return Promise::reject(&to_js(Error::Closed));
         }
@@ -418,7 +419,7 @@ impl Shared {
     /// listeners (`(key, namespace)`) and the `change` listeners (`{ key, namespace, op,
     /// remote }`) in the order the changes happened. A throwing listener is reported through
     /// `error` and the others still run.
-    fn emit_changes(&self, changes: Vec<Change>) {
+    pub(super) fn emit_changes(&self, changes: Vec<Change>) {
         if changes.is_empty() {
             return;
         }
@@ -460,12 +461,30 @@ impl Shared {
         }
     }
 
-    fn emit_error(&self, error: &JsValue) {
+    pub(super) fn emit_error(&self, error: &JsValue) {
         let listeners = self.listeners.borrow().error.clone();
         for listener in listeners {
             // A throwing error listener has nowhere left to report to.
             let _ = listener.call1(&JsValue::UNDEFINED, error);
         }
+    }
+
+    /// Whether `change` listeners are registered.
+    #[cfg_attr(not(feature = "node"), allow(dead_code))]
+    pub(super) fn hears_changes(&self) -> bool {
+        !self.listeners.borrow().change.is_empty()
+    }
+
+    /// Whether the store has been closed.
+    #[cfg_attr(not(feature = "node"), allow(dead_code))]
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Whether the last flush failed (the next is retried with backoff).
+    #[cfg_attr(not(feature = "node"), allow(dead_code))]
+    pub(super) fn flush_failing(&self) -> bool {
+        self.failures.get() > 0
     }
 }
 
@@ -474,6 +493,19 @@ impl Shared {
 pub struct JsStore {
     shared: Rc<Shared>,
     ns: NsId,
+}
+
+#[cfg_attr(not(feature = "node"), allow(dead_code))]
+impl JsStore {
+    /// A handle to namespace `ns` of the store `shared`.
+    pub(super) fn bound(shared: Rc<Shared>, ns: NsId) -> JsStore {
+        JsStore { shared, ns }
+    }
+
+    /// The namespace this handle acts on.
+    pub(super) fn ns(&self) -> NsId {
+        self.ns
+    }
 }
 
 const SET_OPTIONS: &[&str] = &["ttl", "tags"];
@@ -535,10 +567,14 @@ impl JsStore {
     /// IndexedDB in browsers, files under `path/<name>/` in Node.js when `path` is given,
     /// memory otherwise), `bufferSize`, `flushInterval`, `durability`, `compression`,
     /// `maxValueSize`, `persist` (IndexedDB: ask the browser to keep the data when storage
-    /// runs short; `stats().storage` says whether it does). Rejects with a `TypeError` naming
-    /// an unknown or ill-typed option.
-    pub async fn open(opts: JsValue) -> Result<JsStore, JsValue> {
+    /// runs short; `stats().storage` says whether it does), `redis` (Node.js: a Redis URL; the
+    /// store is then a `RedisStore`, whose reads return promises). Rejects with a `TypeError`
+    /// naming an unknown or ill-typed option.
+    pub async fn open(opts: JsValue) -> Result<JsValue, JsValue> {
         let opts = OpenOptions::parse(&opts)?;
+        if opts.backend == BackendKind::Redis {
+            return open_redis(opts).await;
+        }
         let mut engine = js_result(Engine::new(opts.config.clone()))?;
         let now = now();
         let mut expired = Vec::new();
@@ -561,12 +597,13 @@ impl JsStore {
                 Some(backend)
             }
             BackendKind::Fs => Some(open_fs(&opts, &mut engine, now).await?),
+            BackendKind::Redis => unreachable!("opened above"),
         };
         let shared = Shared::new(engine, backend, expired);
         *shared.storage.borrow_mut() = storage;
         // Records that expired while the store was closed go at once, not at the first tick.
         shared.start_reclaim();
-        Ok(JsStore { shared, ns: 0 })
+        Ok(JsStore { shared, ns: 0 }.into())
     }
 
     /// An in-memory store. Options: `bufferSize` (bytes, default 1 MiB), `flushInterval` (ms,
@@ -905,5 +942,18 @@ async fn open_fs(
     Err(to_js(Error::InvalidOption {
         option: "backend".into(),
         reason: "'fs' needs the Node.js build of tidekv (import it from Node.js)".into(),
+    }))
+}
+
+#[cfg(feature = "node")]
+async fn open_redis(opts: OpenOptions) -> Result<JsValue, JsValue> {
+    super::store_redis::open(opts).await
+}
+
+#[cfg(not(feature = "node"))]
+async fn open_redis(_opts: OpenOptions) -> Result<JsValue, JsValue> {
+    Err(to_js(Error::InvalidOption {
+        option: "redis".into(),
+        reason: "Redis needs the Node.js build of tidekv (import it from Node.js)".into(),
     }))
 }

@@ -3,7 +3,7 @@
 // scripts/test.sh installs it once and passes the folder in TIDEKV_APP_DIR; run alone, a suite
 // installs it itself.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -22,7 +22,10 @@ export function installPackage() {
   const app = join(root, 'app');
   execFileSync('mkdir', ['-p', app]);
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
-  npm(['install', '--no-audit', '--no-fund', '--offline', join(root, tarball)], app);
+  // `redis` (node-redis) is the package's optional peer dependency, for the Redis tests: the
+  // version the repository pins, from the cache its own `npm ci` filled.
+  const redis = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')).devDependencies.redis;
+  npm(['install', '--no-audit', '--no-fund', '--offline', join(root, tarball), `redis@${redis}`], app);
   // Every module of the app resolves 'tidekv' the way user code does (package exports).
   writeFileSync(join(app, 'tidekv.mjs'), "export * from 'tidekv';\n");
   return app;

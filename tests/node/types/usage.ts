@@ -1,7 +1,7 @@
 // Compiled (never run) by types.test.mjs with `tsc --strict` against the installed package:
 // the public types accept what the docs promise and reject misuse (@ts-expect-error lines).
 import { Store } from 'tidekv';
-import type { ChangeEvent, CompactReport, Entry, Metadata, OpenOptions, Stats, StorageStats, TidekvError, Value } from 'tidekv';
+import type { ChangeEvent, CompactReport, Entry, Metadata, OpenOptions, RedisOpenOptions, RedisStats, RedisStore, Stats, StorageStats, TagCount, TidekvError, Value } from 'tidekv';
 
 export async function usage(): Promise<void> {
   const options: OpenOptions = { name: 'app', path: './data', backend: 'fs', durability: 'fsync', bufferSize: 1024, flushInterval: 100, compression: true, maxValueSize: 10 };
@@ -53,4 +53,39 @@ export async function usage(): Promise<void> {
   // @ts-expect-error: a change listener gets one event object
   memory.on('change', (key: string, namespace: string) => void [key, namespace]);
   void [value, expiresAt, ttl, keys, tagged, counts, lastError, report, removed, persisted];
+}
+
+export async function redisUsage(): Promise<void> {
+  const options: RedisOpenOptions = { redis: 'redis://127.0.0.1:6379/', name: 'app', bufferSize: 1024, flushInterval: 50 };
+  const store: RedisStore = await Store.open(options);
+  store.set('k', 'v', { ttl: 1000, tags: ['a'] });
+  store.setMany([['a', 1], ['b', 'two', { tags: ['t'] }]]);
+  const value: Value | undefined = await store.get('k');
+  const entry: Entry | undefined = await store.getWithMetadata('k');
+  const has: boolean = await store.has('k');
+  const deleted: boolean = await store.delete('k');
+  const removed: number = await store.deleteMany(['a', 'b']);
+  const ttl: number | undefined = await store.ttl('k');
+  const expiring: boolean = await store.expire('k', 10);
+  const persisted: boolean = await store.persist('k');
+  const keys: string[] = await store.keys('pre');
+  const tagged: string[] = await store.queryByTags(['a']);
+  const tags: TagCount[] = await store.listTags();
+  const users: RedisStore = store.namespace('users');
+  const redis: RedisStats = users.stats().redis;
+  const failing: boolean = redis.failing;
+  const stats: Stats = store.stats();
+  store.on('change', (e: ChangeEvent) => void e.remote);
+  store.on('error', (e: TidekvError) => void e.code);
+  await store.flush();
+  await store.close();
+  // @ts-expect-error: a Redis store's reads are promises
+  const sync: Value | undefined = store.get('k');
+  // @ts-expect-error: a Redis store is not a file store
+  await Store.open({ redis: 'redis://h/', path: './data' });
+  // @ts-expect-error: the URL is a string
+  await Store.open({ redis: 6379 });
+  // @ts-expect-error: no compaction on Redis
+  await store.compact();
+  void [value, entry, has, deleted, removed, ttl, expiring, persisted, keys, tagged, tags, failing, stats, sync];
 }
