@@ -695,3 +695,117 @@ fn a_cluster_spreads_namespaces_over_its_masters_and_keeps_each_one_atomic_and_c
     let err = Store::open_redis_cluster::<&str>(&[], Options::default()).unwrap_err();
     assert!(matches!(err, Error::InvalidOption { .. }), "{err:?}");
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (scripts/install-tools.sh)");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+#[cfg(feature = "cli")]
+#[test]
+fn rediss_urls_connect_over_tls_and_an_untrusted_certificate_fails_clearly() {
+    // A CA and a server certificate for 127.0.0.1, made for this test.
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=tidekv test CA",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        d.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let path = |f: &str| d.join(f).to_str().unwrap().to_string();
+    let port = free_port();
+    let tls = [
+        "--appendonly",
+        "no",
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        &path("server.pem"),
+        "--tls-key-file",
+        &path("server.key"),
+        "--tls-ca-cert-file",
+        &path("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+    ];
+    let _server = Server::start_with(port, tempfile::tempdir().unwrap(), &tls);
+    let url = format!("rediss://127.0.0.1:{port}/");
+    // The CLI trusts the test CA through SSL_CERT_FILE, as any rustls-native-certs user would.
+    let cli = |ca: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tidekv"))
+            .env("SSL_CERT_FILE", ca)
+            .args(["--redis", &url, "--db", "tls"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let set = cli(&path("ca.pem"), &["set", "k", "over tls"]);
+    assert!(set.status.success(), "{set:?}");
+    let get = cli(&path("ca.pem"), &["get", "k"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "over tls\n");
+    // A certificate nobody trusts: a clear Backend error at open, nothing written.
+    let untrusted = cli(&path("server.pem"), &["set", "k2", "v"]);
+    assert_eq!(untrusted.status.code(), Some(3), "{untrusted:?}");
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(stderr.contains("Redis connect failed"), "{stderr}");
+}

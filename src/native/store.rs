@@ -734,7 +734,9 @@ impl Store {
 
     /// A store whose source of truth is the Redis server at `url` (`redis://host:port/`,
     /// `rediss://...`, a password in the URL): many processes on many machines can share it.
-    /// Feature `redis`; the layout and protocol are in `docs/REDIS.md`.
+    /// Feature `redis`; the layout and protocol are in `docs/REDIS.md`. `rediss://` connects
+    /// with TLS (rustls), trusting the system's certificates and those `SSL_CERT_FILE` or
+    /// `SSL_CERT_DIR` name.
     ///
     /// - Nothing is loaded at open; a keyed call that misses asks Redis and keeps the answer.
     ///   Listings (`keys`, tag queries, `list_tags`) ask Redis and add this store's own
