@@ -8,68 +8,22 @@
 //! value); the keys are built before the timed loops, for every contender alike. This is a
 //! benchmark, not a test: nothing here asserts a time.
 
+#[path = "../../tests/support/redis_server.rs"]
+mod redis_server;
 #[path = "../native/results.rs"]
 mod results;
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::thread;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use redis_server::Server;
 use tidekv::{Options, Store, Syncer};
 
-/// A `redis-server` on a free loopback port, saving nothing; stopped on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/install-tools.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            thread::sleep(Duration::from_millis(20));
-        }
-        Server {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn flushall(&self) {
-        let mut c = redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        redis::cmd("FLUSHALL").query::<()>(&mut c).unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Empties the server between contenders.
+fn flushall(server: &Server) {
+    redis::cmd("FLUSHALL")
+        .query::<()>(&mut server.raw())
+        .unwrap();
 }
 
 fn key(i: usize) -> String {
@@ -122,7 +76,7 @@ fn main() {
     let rate = per_s(n_plain, t.elapsed());
     row("sets_per_s", "redis crate, one SET per call", rate);
     row("landed_per_s", "redis crate, one SET per call", rate);
-    server.flushall();
+    flushall(&server);
 
     let t = Instant::now();
     for (c, chunk) in keys.chunks(1_000).enumerate() {
@@ -135,7 +89,7 @@ fn main() {
     let rate = per_s(n, t.elapsed());
     row("sets_per_s", "redis crate, pipelines of 1,000 SETs", rate);
     row("landed_per_s", "redis crate, pipelines of 1,000 SETs", rate);
-    server.flushall();
+    flushall(&server);
 
     // tidekv with a Syncer, as a service would run it: a set returns once it is in memory
     // (buffered sets/s); the syncer lands the buffer in the background, and the final flush
@@ -161,7 +115,7 @@ fn main() {
         per_s(n, landed),
     );
     store.close().unwrap();
-    server.flushall();
+    flushall(&server);
 
     // Without a syncer, a writer flushes inline whenever the 1 MiB buffer fills.
     let store = Store::open_redis(&server.url(), Options::default().db("bench")).unwrap();

@@ -38,6 +38,19 @@ pub struct Batch {
     pub bytes: usize,
 }
 
+impl Batch {
+    /// The records grouped by namespace, namespaces sorted by name, each group in change
+    /// order: what a backend that writes one namespace at a time (one transaction per Redis
+    /// hash slot) sends.
+    pub fn by_namespace(&self) -> alloc::collections::BTreeMap<&str, Vec<&Record>> {
+        let mut out: alloc::collections::BTreeMap<&str, Vec<&Record>> = Default::default();
+        for record in &self.records {
+            out.entry(record.namespace()).or_default().push(record);
+        }
+        out
+    }
+}
+
 pub(crate) struct InFlight {
     pub id: u64,
     pub keys: Vec<(NsId, Box<str>, u64)>,

@@ -555,27 +555,16 @@ impl Engine {
         key: &str,
         now: &mut dyn FnMut() -> u64,
     ) -> Result<Option<(Bytes, Kind)>> {
-        self.check_ns(ns)?;
-        validate_key(key)?;
+        let mut at = None;
+        let mut now = || *at.get_or_insert_with(&mut *now);
+        if let Some(hit) = self.get_if_held(ns, key, &mut now)? {
+            return Ok(Some(hit));
+        }
+        // A miss: nothing held, or a copy whose deadline passed (removed now: lazy expiry).
+        if self.spaces[ns as usize].map.get(key).is_some() {
+            self.expire_if_due(ns, key, now());
+        }
         self.stats.gets += 1;
-        let expired_at = match self.spaces[ns as usize].map.get(key) {
-            None => {
-                self.stats.misses += 1;
-                return Ok(None);
-            }
-            Some(entry) => {
-                let now = entry.expires_at.map(|deadline| (now(), deadline));
-                match now {
-                    Some((now, deadline)) if now >= deadline => now,
-                    _ => {
-                        let answer = (entry.value.clone(), entry.kind);
-                        self.stats.hits += 1;
-                        return Ok(Some(answer));
-                    }
-                }
-            }
-        };
-        self.expire_if_due(ns, key, expired_at);
         self.stats.misses += 1;
         Ok(None)
     }

@@ -570,13 +570,7 @@ impl Backend for RedisBackend {
     /// its deadline), or `DEL`, then a reap step. The records are written by this connection itself, not by
     /// the script, so that tracking's `NOLOOP` spares this store its own changes.
     fn write(&mut self, batch: &Batch) -> Result<()> {
-        let mut by_namespace: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
-        for record in &batch.records {
-            by_namespace
-                .entry(record.namespace())
-                .or_default()
-                .push(record);
-        }
+        let by_namespace = batch.by_namespace();
         let mut by_node: BTreeMap<usize, (String, redis::Pipeline)> = BTreeMap::new();
         let mut encoded = Vec::new();
         for (namespace, records) in &by_namespace {

@@ -611,13 +611,7 @@ impl RedisBackend {
 
     /// The batch as one `MULTI`/`EXEC` (docs/REDIS.md, "Writes").
     async fn write_batch(&self, batch: &Batch) -> Result<()> {
-        let mut by_namespace: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
-        for record in &batch.records {
-            by_namespace
-                .entry(record.namespace())
-                .or_default()
-                .push(record);
-        }
+        let by_namespace = batch.by_namespace();
         let commands = Array::new();
         for (namespace, records) in &by_namespace {
             self.write_commands(namespace, records, &commands);

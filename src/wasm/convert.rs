@@ -306,3 +306,17 @@ pub(crate) fn stats_out(s: &Stats) -> JsValue {
         ),
     ])
 }
+
+/// `[{ tag, count }]`, in the order given: what `listTags()` returns.
+pub(crate) fn tag_counts_out(counts: impl IntoIterator<Item = (String, f64)>) -> JsValue {
+    let list: Array = counts
+        .into_iter()
+        .map(|(tag, count)| {
+            object(&[
+                ("tag", JsValue::from(tag)),
+                ("count", JsValue::from_f64(count)),
+            ])
+        })
+        .collect();
+    list.into()
+}

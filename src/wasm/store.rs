@@ -21,7 +21,7 @@ use super::backend::{Backend, CompactReport};
 use super::backend_idb::IdbBackend;
 use super::convert::{
     js_result, listener_error, metadata_out, millis, object, options, stats_out, string,
-    string_array, strings, to_js, type_error, value_in, value_out,
+    string_array, strings, tag_counts_out, to_js, type_error, value_in, value_out,
 };
 use super::idb;
 use super::options::{memory_config, BackendKind, Durability, OpenOptions};
@@ -776,16 +776,10 @@ impl JsStore {
     #[wasm_bindgen(js_name = listTags)]
     pub fn list_tags(&self) -> Result<JsValue, JsValue> {
         self.shared.with(|e, now| {
-            let list: Array = js_result(e.list_tags(self.ns, now))?
-                .into_iter()
-                .map(|(tag, count)| {
-                    object(&[
-                        ("tag", JsValue::from(tag)),
-                        ("count", JsValue::from_f64(count as f64)),
-                    ])
-                })
-                .collect();
-            Ok(list.into())
+            let counts = js_result(e.list_tags(self.ns, now))?;
+            Ok(tag_counts_out(
+                counts.into_iter().map(|(tag, n)| (tag, n as f64)),
+            ))
         })
     }
 

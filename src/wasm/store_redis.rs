@@ -25,7 +25,9 @@ use wasm_bindgen_futures::{future_to_promise, spawn_local};
 
 use super::backend::Backend;
 use super::backend_redis::{RedisBackend, Remote};
-use super::convert::{js_result, millis, object, string, string_array, strings, to_js, type_error};
+use super::convert::{
+    js_result, millis, object, string, string_array, strings, tag_counts_out, to_js, type_error,
+};
 use super::options::OpenOptions;
 use super::store::{JsStore, Shared};
 use crate::core::{Engine, NsId};
@@ -459,17 +461,12 @@ impl JsRedisStore {
                         .count();
                     *counts.entry(tag).or_default() += mine as i64;
                 }
-                let list: Array = counts
-                    .into_iter()
-                    .filter(|(_, n)| *n > 0)
-                    .map(|(tag, count)| {
-                        object(&[
-                            ("tag", JsValue::from(tag)),
-                            ("count", JsValue::from_f64(count as f64)),
-                        ])
-                    })
-                    .collect();
-                Ok(list.into())
+                Ok(tag_counts_out(
+                    counts
+                        .into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(tag, n)| (tag, n as f64)),
+                ))
             })
         })
     }
