@@ -37,7 +37,7 @@ extern crate alloc;
 pub mod core;
 mod error;
 
-pub use crate::core::{Batch, Config, Kind, Metadata, PutRecord, Record, Stats};
+pub use crate::core::{Batch, Config, EvictionPolicy, Kind, Metadata, PutRecord, Record, Stats};
 pub use error::{Error, Result};
 
 /// The longest key (and namespace or tag name) accepted, in bytes.

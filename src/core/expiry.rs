@@ -80,6 +80,11 @@ impl DeadlineIndex {
         self.set.first().map(|due| due.0)
     }
 
+    /// The entries in deadline order, earliest first.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, NsId, &str)> {
+        self.set.iter().map(|Due(d, ns, key)| (*d, *ns, &**key))
+    }
+
     /// Removes and returns the earliest entry if its deadline is at or before `now`.
     pub fn pop_due(&mut self, now: u64) -> Option<(u64, NsId, Box<str>)> {
         match self.set.first() {

@@ -86,7 +86,9 @@ pub(crate) struct Entry {
     pub value: Bytes,
     pub created_at: u64,
     pub updated_at: u64,
-    pub expires_at: Option<u64>,
+    /// The deadline (ms since the Unix epoch), `None` for no TTL: never 0 (a deadline is a
+    /// time plus at least 1 ms), so it takes 8 bytes. See [`Entry::expires_at`].
+    deadline: Option<core::num::NonZeroU64>,
     pub tags: Box<[Box<str>]>,
     pub kind: Kind,
     pub compressed: bool,
@@ -94,12 +96,73 @@ pub(crate) struct Entry {
     /// padding, and lets the table grow without reading and hashing every key again. Lookups
     /// do not read it (it is on another cache line than the key's pointer).
     pub(super) hash: u32,
+    /// When the entry was last touched, on the engine's recency clock (only kept while a
+    /// memory cap is set; see `evict`).
+    pub touched: u32,
+}
+
+/// Bookkeeping bytes counted per entry besides its key, value and tags: the (key, entry) pair
+/// in the dense array, its table slot and control byte.
+pub(crate) const ENTRY_OVERHEAD: u64 =
+    (core::mem::size_of::<(Box<str>, Entry)>() + core::mem::size_of::<usize>() + 1) as u64;
+
+/// Bytes counted per tag of an entry besides the tag itself: its pointer in the entry and the
+/// key's place in the tag index.
+pub(crate) const TAG_OVERHEAD: u64 = 32;
+
+/// An entry's deadline as stored: `None` for none (and for 0, which no deadline is).
+fn pack_deadline(expires_at: Option<u64>) -> Option<core::num::NonZeroU64> {
+    expires_at.and_then(core::num::NonZeroU64::new)
 }
 
 impl Entry {
+    /// A new entry; `touched` and the kept hash start at 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        value: Bytes,
+        created_at: u64,
+        updated_at: u64,
+        expires_at: Option<u64>,
+        tags: Box<[Box<str>]>,
+        kind: Kind,
+        compressed: bool,
+    ) -> Entry {
+        Entry {
+            value,
+            created_at,
+            updated_at,
+            deadline: pack_deadline(expires_at),
+            tags,
+            kind,
+            compressed,
+            hash: 0,
+            touched: 0,
+        }
+    }
+
+    /// The absolute deadline (ms since the Unix epoch), `None` for no TTL.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.deadline.map(core::num::NonZeroU64::get)
+    }
+
+    /// Sets the deadline (`None` removes the TTL).
+    pub fn set_expires_at(&mut self, expires_at: Option<u64>) {
+        self.deadline = pack_deadline(expires_at);
+    }
+
+    /// The bytes this entry under `key` counts for in [`Stats::memory_bytes`](super::Stats).
+    pub fn memory_bytes(&self, key: &str) -> u64 {
+        let tags: u64 = self
+            .tags
+            .iter()
+            .map(|t| t.len() as u64 + TAG_OVERHEAD)
+            .sum();
+        ENTRY_OVERHEAD + key.len() as u64 + self.value.len() as u64 + tags
+    }
+
     /// Whether the entry is still visible at `now`: a deadline is exclusive.
     pub fn is_live(&self, now: u64) -> bool {
-        self.expires_at.is_none_or(|deadline| now < deadline)
+        self.deadline.is_none_or(|deadline| now < deadline.get())
     }
 
     pub fn metadata(&self) -> Metadata {
@@ -108,7 +171,7 @@ impl Entry {
             stored_size: self.value.len() as u64,
             created_at: self.created_at,
             updated_at: self.updated_at,
-            expires_at: self.expires_at,
+            expires_at: self.expires_at(),
             tags: self.tags.iter().map(|t| String::from(&**t)).collect(),
             kind: self.kind,
             compressed: self.compressed,
@@ -292,16 +355,7 @@ mod tests {
     use alloc::format;
 
     fn entry(n: u64) -> Entry {
-        Entry {
-            value: Bytes::new(),
-            created_at: n,
-            updated_at: n,
-            expires_at: None,
-            tags: Box::default(),
-            kind: Kind::Bytes,
-            compressed: false,
-            hash: 0,
-        }
+        Entry::new(Bytes::new(), n, n, None, Box::default(), Kind::Bytes, false)
     }
 
     #[test]

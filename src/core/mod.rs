@@ -8,6 +8,7 @@
 
 pub mod buffer;
 mod crc;
+pub mod evict;
 pub mod expiry;
 pub mod keyspace;
 pub mod log;
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use hashbrown::HashMap;
 
 pub use buffer::Batch;
+pub use evict::EvictionPolicy;
 use buffer::{Buffer, InFlight};
 pub use expiry::SweepReport;
 use expiry::{next_tick_delay, DeadlineIndex};
@@ -60,6 +62,18 @@ pub struct Config {
     /// Queue every change — sets, deletes and expirations — for [`Engine::take_changes`].
     /// Default off (shells turn it on when a user registers a change callback).
     pub track_changes: bool,
+    /// The most bytes the keyspace may hold — keys, values and metadata, as
+    /// [`Stats::memory_bytes`] counts them. Past it, each write evicts keys chosen by
+    /// `eviction` until the keyspace fits again; a single entry larger than the cap is refused
+    /// ([`Error::ValueTooLarge`]). Default `None`: no cap.
+    pub max_memory: Option<u64>,
+    /// Which keys go first under `max_memory`. Default [`EvictionPolicy::Lru`].
+    pub eviction: EvictionPolicy,
+    /// Eviction drops only the engine's copy, never the data: for a shell whose backend is
+    /// the source of truth (Redis), where the key stays readable from the backend. A key with
+    /// an unconfirmed change of this engine's is then never evicted. Default `false`: an
+    /// evicted key is removed like a delete, from the backend too.
+    pub evict_copies_only: bool,
 }
 
 /// How many expired keys a write reclaims on its way, at most (see `Engine::reclaim_on_write`).
@@ -81,6 +95,9 @@ impl Default for Config {
             compression_threshold: 1_024,
             track_expired: false,
             track_changes: false,
+            max_memory: None,
+            eviction: EvictionPolicy::Lru,
+            evict_copies_only: false,
         }
     }
 }
@@ -96,6 +113,9 @@ impl Config {
         };
         if self.buffer_size == 0 {
             return bad("buffer_size", "must be at least 1 byte");
+        }
+        if self.max_memory == Some(0) {
+            return bad("max_memory", "must be at least 1 byte (leave it unset for no cap)");
         }
         if self.flush_interval_ms == 0 {
             return bad("flush_interval", "must be at least 1 ms");
@@ -170,15 +190,18 @@ pub enum ChangeOp {
     Delete,
     /// The key's TTL passed and expiry removed it.
     Expire,
+    /// The memory cap ([`Config::max_memory`]) evicted the key.
+    Evict,
 }
 
 impl ChangeOp {
-    /// `"set"`, `"delete"` or `"expire"`: the name JavaScript change events use.
+    /// `"set"`, `"delete"`, `"expire"` or `"evict"`: the name JavaScript change events use.
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeOp::Set => "set",
             ChangeOp::Delete => "delete",
             ChangeOp::Expire => "expire",
+            ChangeOp::Evict => "evict",
         }
     }
 }
@@ -235,6 +258,24 @@ impl From<BatchError> for Error {
     }
 }
 
+/// Where a walk of [`Engine::next_entries`] stands. Holds a 64-bit hash of every key it
+/// returned (to return none twice), so it costs 8 bytes per key returned.
+pub struct EntriesCursor {
+    ns: NsId,
+    prefix: String,
+    /// Positions below this are still to walk.
+    pos: usize,
+    seen: hashbrown::HashSet<u64>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl EntriesCursor {
+    /// Whether the walk has looked at every position.
+    pub fn is_done(&self) -> bool {
+        self.pos == 0
+    }
+}
+
 /// What [`Engine::check_set`] worked out for a set that may go ahead.
 struct CheckedSet<'t> {
     expires_at: Option<u64>,
@@ -255,6 +296,10 @@ pub struct Engine {
     changes: Vec<Change>,
     /// Records a replay announced ([`Engine::reserve_for_load`]) and no namespace took yet.
     load_hint: usize,
+    /// The recency clock: ticks on every touch of an entry while a memory cap is set.
+    touches: u64,
+    /// Picks the entries an `Lru` eviction compares.
+    sampler: evict::Sampler,
 }
 
 impl Engine {
@@ -274,6 +319,8 @@ impl Engine {
             last_sweep_more_due: false,
             changes: Vec::new(),
             load_hint: 0,
+            touches: 0,
+            sampler: evict::Sampler::default(),
         };
         engine.namespace("")?;
         Ok(engine)
@@ -460,6 +507,7 @@ impl Engine {
         } = checked;
         let compressed =
             self.config.compression && value.len() >= self.config.compression_threshold;
+        let touched = self.touch();
         let space = &mut self.spaces[ns as usize];
         // One lookup: a live entry is overwritten in place; an expired one goes through lazy
         // expiry first (as any access does), then a fresh entry is inserted.
@@ -470,7 +518,7 @@ impl Engine {
                     &mut space.tags,
                     &mut self.deadlines,
                     &mut self.stats,
-                    (ns, key, now),
+                    (ns, key, now, touched),
                     (value, expires_at, tag_list, kind, compressed),
                 );
                 None
@@ -481,16 +529,16 @@ impl Engine {
             if expired {
                 self.expire_if_due(ns, key, now);
             }
-            let entry = Entry {
+            let mut entry = Entry::new(
                 value,
-                created_at: now,
-                updated_at: now,
+                now,
+                now,
                 expires_at,
-                tags: tag_list.into_iter().map(Into::into).collect(),
+                tag_list.into_iter().map(Into::into).collect(),
                 kind,
                 compressed,
-                hash: 0,
-            };
+            );
+            entry.touched = touched;
             self.insert_entry(ns, key, entry);
         }
         let space = &mut self.spaces[ns as usize];
@@ -498,6 +546,100 @@ impl Engine {
         self.stats.sets += 1;
         self.note(ns, key, ChangeOp::Set);
         self.reclaim_on_write(now);
+        self.evict_to_cap(Some((ns, key)), now);
+    }
+
+    /// The next tick of the recency clock, stamped on an entry a call touches; 0 without a
+    /// memory cap (nothing reads it then, and a get stays as cheap as without eviction).
+    fn touch(&mut self) -> u32 {
+        if self.config.max_memory.is_none() {
+            return 0;
+        }
+        self.touches += 1;
+        self.touches as u32
+    }
+
+    /// Evicts keys until the keyspace fits [`Config::max_memory`] again, never `protect` (the
+    /// key a write just stored). Each eviction is O(1) (`Lru`: a few samples) or O(log n)
+    /// (`NearestExpiry`), and a key is evicted once: O(1) amortised per write.
+    fn evict_to_cap(&mut self, protect: Option<(NsId, &str)>, now: u64) {
+        let Some(cap) = self.config.max_memory else {
+            return;
+        };
+        while self.stats.memory_bytes > cap {
+            let victim = match self.config.eviction {
+                EvictionPolicy::NearestExpiry => self
+                    .nearest_expiry_victim(protect)
+                    .or_else(|| self.lru_victim(protect)),
+                EvictionPolicy::Lru => self.lru_victim(protect),
+            };
+            let Some((ns, key)) = victim else {
+                // Everything left is protected (the key just written, or changes a
+                // source-of-truth backend has not confirmed): the next write tries again.
+                return;
+            };
+            self.evict(ns, &key, now);
+        }
+    }
+
+    /// Whether eviction may take `key`.
+    fn evictable(&self, ns: NsId, key: &str, protect: Option<(NsId, &str)>) -> bool {
+        protect != Some((ns, key)) && !(self.config.evict_copies_only && self.is_local(ns, key))
+    }
+
+    /// The key with the nearest deadline that may be evicted, if any.
+    fn nearest_expiry_victim(&self, protect: Option<(NsId, &str)>) -> Option<(NsId, String)> {
+        self.deadlines
+            .iter()
+            .take(evict::MAX_LOOKS)
+            .find(|(_, ns, key)| self.evictable(*ns, key, protect))
+            .map(|(_, ns, key)| (ns, String::from(key)))
+    }
+
+    /// Of a few entries sampled at random, the least recently touched one that may be evicted
+    /// (an expired one first).
+    fn lru_victim(&mut self, protect: Option<(NsId, &str)>) -> Option<(NsId, String)> {
+        let total: usize = self.spaces.iter().map(|s| s.map.len()).sum();
+        if total == 0 {
+            return None;
+        }
+        let clock = self.touches as u32;
+        let mut best: Option<(u32, evict::Slot)> = None;
+        let mut kept = 0;
+        for _ in 0..evict::MAX_LOOKS {
+            let mut at = self.sampler.below(total);
+            let mut ns = 0;
+            while at >= self.spaces[ns].map.len() {
+                at -= self.spaces[ns].map.len();
+                ns += 1;
+            }
+            let (key, entry) = self.spaces[ns].map.at(at);
+            if !self.evictable(ns as NsId, key, protect) {
+                continue;
+            }
+            let age = clock.wrapping_sub(entry.touched);
+            if best.is_none_or(|(a, _)| age > a) {
+                best = Some((age, (ns as NsId, at)));
+            }
+            kept += 1;
+            if kept == evict::LRU_SAMPLES {
+                break;
+            }
+        }
+        best.map(|(_, (ns, at))| (ns, String::from(self.spaces[ns as usize].map.at(at).0)))
+    }
+
+    /// Removes `key` for the memory cap: like a delete (pending for the backend), or with
+    /// [`Config::evict_copies_only`] only from memory. Counted and reported as an eviction.
+    fn evict(&mut self, ns: NsId, key: &str, now: u64) {
+        if self.remove_entry(ns, key).is_none() {
+            return;
+        }
+        if !self.config.evict_copies_only {
+            self.mark(ns, key, now);
+        }
+        self.stats.evictions += 1;
+        self.note(ns, key, ChangeOp::Evict);
     }
 
     /// Replaces a live entry's value, TTL and tags, keeping its key allocation and
@@ -508,7 +650,7 @@ impl Engine {
         tag_index: &mut tags::TagIndex,
         deadlines: &mut DeadlineIndex,
         stats: &mut Stats,
-        (ns, key, now): (NsId, &str, u64),
+        (ns, key, now, touched): (NsId, &str, u64, u32),
         (value, expires_at, tag_list, kind, compressed): (
             Bytes,
             Option<u64>,
@@ -518,8 +660,9 @@ impl Engine {
         ),
     ) {
         stats.value_bytes = stats.value_bytes - entry.value.len() as u64 + value.len() as u64;
-        if entry.expires_at != expires_at {
-            if let Some(d) = entry.expires_at {
+        stats.memory_bytes -= entry.memory_bytes(key);
+        if entry.expires_at() != expires_at {
+            if let Some(d) = entry.expires_at() {
                 deadlines.remove(d, ns, key);
             }
             if let Some(d) = expires_at {
@@ -536,9 +679,11 @@ impl Engine {
         }
         entry.value = value;
         entry.updated_at = now;
-        entry.expires_at = expires_at;
+        entry.set_expires_at(expires_at);
         entry.kind = kind;
         entry.compressed = compressed;
+        entry.touched = touched;
+        stats.memory_bytes += entry.memory_bytes(key);
     }
 
     /// The value and kind under `key`, if it is live. Counts a hit or a miss.
@@ -580,11 +725,17 @@ impl Engine {
     ) -> Result<Option<(Bytes, Kind)>> {
         self.check_ns(ns)?;
         validate_key(key)?;
-        let Some(entry) = self.spaces[ns as usize].map.get(key) else {
+        let capped = self.config.max_memory.is_some();
+        let Some(entry) = self.spaces[ns as usize].map.get_mut(key) else {
             return Ok(None);
         };
-        if entry.expires_at.is_some_and(|deadline| now() >= deadline) {
+        if entry.expires_at().is_some_and(|deadline| now() >= deadline) {
             return Ok(None);
+        }
+        if capped {
+            // The recency clock, inlined: the entry is borrowed.
+            self.touches += 1;
+            entry.touched = self.touches as u32;
         }
         let answer = (entry.value.clone(), entry.kind);
         self.stats.gets += 1;
@@ -618,8 +769,12 @@ impl Engine {
         self.check_ns(ns)?;
         validate_key(key)?;
         self.stats.gets += 1;
-        match self.spaces[ns as usize].map.get(key) {
+        let touched = self.touch();
+        match self.spaces[ns as usize].map.get_mut(key) {
             Some(entry) if entry.is_live(now) => {
+                if touched != 0 {
+                    entry.touched = touched;
+                }
                 let answer = f(entry);
                 self.stats.hits += 1;
                 Ok(Some(answer))
@@ -673,7 +828,7 @@ impl Engine {
         Ok(self.spaces[ns as usize]
             .map
             .get(key)
-            .and_then(|e| e.expires_at)
+            .and_then(|e| e.expires_at())
             .map(|d| d - now))
     }
 
@@ -718,11 +873,11 @@ impl Engine {
         let Some(entry) = self.spaces[ns as usize].map.get_mut(key) else {
             return Ok(None);
         };
-        let old = entry.expires_at;
+        let old = entry.expires_at();
         if old == new {
             return Ok(Some(old));
         }
-        entry.expires_at = new;
+        entry.set_expires_at(new);
         entry.updated_at = now;
         if let Some(d) = old {
             self.deadlines.remove(d, ns, key);
@@ -746,6 +901,88 @@ impl Engine {
             .collect();
         keys.sort_unstable();
         Ok(keys)
+    }
+
+    /// A walk over the live entries of namespace `ns` whose key starts with `prefix`, taken
+    /// a few at a time with [`next_entries`](Engine::next_entries) — so a shell holds its lock
+    /// only for one chunk at a time, and writes go on between chunks.
+    pub fn entries_cursor(&self, ns: NsId, prefix: &str) -> Result<EntriesCursor> {
+        self.check_ns(ns)?;
+        Ok(EntriesCursor {
+            ns,
+            prefix: String::from(prefix),
+            pos: self.spaces[ns as usize].map.len(),
+            seen: hashbrown::HashSet::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+        })
+    }
+
+    /// The next live entries of `cursor`'s walk: up to `max` positions of the keyspace are
+    /// looked at, so a call costs O(max) whatever the prefix. An empty answer with
+    /// [`EntriesCursor::is_done`] means the walk is over (an empty answer before that only
+    /// means no key in that stretch matched).
+    ///
+    /// Guarantees, with writes between calls: a key live for the whole walk is returned
+    /// exactly once; a key set or deleted during the walk may or may not be. Order is not
+    /// sorted. Reading is not a use (recency and stats are untouched).
+    pub fn next_entries(
+        &self,
+        cursor: &mut EntriesCursor,
+        max: usize,
+        now: u64,
+    ) -> Result<Vec<(String, Bytes, Metadata)>> {
+        use core::hash::BuildHasher;
+        self.check_ns(cursor.ns)?;
+        let map = &self.spaces[cursor.ns as usize].map;
+        // The array only shrinks by moving its last pair into a hole: walking from the end,
+        // a pair moved from the walked part into the rest is met twice (and skipped the second
+        // time); none is ever moved past the walk.
+        cursor.pos = cursor.pos.min(map.len());
+        let mut out = Vec::new();
+        for _ in 0..max.max(1) {
+            if cursor.pos == 0 {
+                break;
+            }
+            cursor.pos -= 1;
+            let (key, entry) = map.at(cursor.pos);
+            if !key.starts_with(&*cursor.prefix) || !entry.is_live(now) {
+                continue;
+            }
+            if cursor.seen.insert(cursor.hasher.hash_one(key)) {
+                out.push((String::from(key), entry.value.clone(), entry.metadata()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live keys of namespace `ns`: the keys held minus those whose deadline has passed and
+    /// that expiry has not removed yet. O(expired-but-held keys).
+    pub fn len(&self, ns: NsId, now: u64) -> Result<usize> {
+        self.check_ns(ns)?;
+        let expired = self
+            .deadlines
+            .iter()
+            .take_while(|(d, _, _)| *d <= now)
+            .filter(|(_, n, _)| *n == ns)
+            .count();
+        Ok(self.spaces[ns as usize].map.len() - expired)
+    }
+
+    /// Deletes every key of namespace `ns`, as one change: each becomes a pending delete in
+    /// the same batch, so it reaches the backend whole at the next flush (a crash replays
+    /// all of it or none of it). Returns how many live keys it removed.
+    pub fn clear(&mut self, ns: NsId, now: u64) -> Result<usize> {
+        self.check_ns(ns)?;
+        let keys: Vec<String> = self.spaces[ns as usize]
+            .map
+            .iter()
+            .map(|(k, _)| String::from(k))
+            .collect();
+        let mut removed = 0;
+        for key in keys {
+            removed += usize::from(self.delete(ns, &key, now)?);
+        }
+        Ok(removed)
     }
 
     /// Live keys that carry every tag in `tags`, sorted. No tags match nothing.
@@ -986,6 +1223,9 @@ impl Engine {
     /// made larger than growing it one entry at a time would have is shrunk to fit.
     pub fn finish_load(&mut self) {
         self.load_hint = 0;
+        // A replay larger than the memory cap: what does not fit is evicted (deleted from the
+        // backend at the next flush, like any eviction).
+        self.evict_to_cap(None, 0);
         for space in &mut self.spaces {
             // Grown one entry at a time, a table is at most about twice as large as its
             // entries; more than that is room a hint reserved for records that were dead.
@@ -1005,6 +1245,8 @@ impl Engine {
                     self.remove_entry(ns, &p.key);
                     return Ok(());
                 }
+                let fetched = (self.config.evict_copies_only && self.config.max_memory.is_some())
+                    .then(|| p.key.clone());
                 if self.load_hint > 0 {
                     let map = &mut self.spaces[ns as usize].map;
                     if map.is_empty() {
@@ -1013,16 +1255,16 @@ impl Engine {
                     }
                     self.load_hint = 0;
                 }
-                let entry = Entry {
-                    value: p.value,
-                    created_at: p.created_at,
-                    updated_at: p.updated_at,
-                    expires_at: p.expires_at,
-                    tags: p.tags.into_iter().map(String::into_boxed_str).collect(),
-                    kind: p.kind,
-                    compressed: p.compressed,
-                    hash: 0,
-                };
+                let mut entry = Entry::new(
+                    p.value,
+                    p.created_at,
+                    p.updated_at,
+                    p.expires_at,
+                    p.tags.into_iter().map(String::into_boxed_str).collect(),
+                    p.kind,
+                    p.compressed,
+                );
+                entry.touched = self.touch();
                 // One hash lookup per record, and the record's own key allocation becomes the
                 // map's key. Same end state as remove + insert: the old entry leaves the
                 // indexes before the new one enters them.
@@ -1036,10 +1278,11 @@ impl Engine {
                 match map.find(&p.key) {
                     Ok(pos) => {
                         let (key, old) = map.at(pos);
-                        if let Some(d) = old.expires_at {
+                        if let Some(d) = old.expires_at() {
                             deadlines.remove(d, ns, key);
                         }
                         stats.value_bytes -= old.value.len() as u64;
+                        stats.memory_bytes -= old.memory_bytes(key);
                         tags.remove(key, &old.tags);
                         index(deadlines, stats, tags, ns, key, &entry);
                         map.replace_at(pos, entry);
@@ -1048,6 +1291,10 @@ impl Engine {
                         index(deadlines, stats, tags, ns, &p.key, &entry);
                         map.insert_new(hash, p.key.into_boxed_str(), entry);
                     }
+                }
+                if let Some(key) = fetched {
+                    // A copy fetched from a source-of-truth backend counts against the cap.
+                    self.evict_to_cap(Some((ns, &key)), now);
                 }
             }
             Record::Delete { key, .. } => {
@@ -1157,7 +1404,7 @@ impl Engine {
             .get(ns as usize)?
             .map
             .get(key)
-            .map(|entry| entry.expires_at)
+            .map(|entry| entry.expires_at())
     }
 
     /// Records whether the last call a shell made to its backend (a flush, or a read of a
@@ -1354,10 +1601,11 @@ impl Engine {
 
     /// Drops an entry that left the map from the indexes and counters.
     fn forget_entry(&mut self, ns: NsId, key: &str, entry: &Entry) {
-        if let Some(d) = entry.expires_at {
+        if let Some(d) = entry.expires_at() {
             self.deadlines.remove(d, ns, key);
         }
         self.stats.value_bytes -= entry.value.len() as u64;
+        self.stats.memory_bytes -= entry.memory_bytes(key);
         self.space(ns).tags.remove(key, &entry.tags);
     }
 
@@ -1403,10 +1651,11 @@ fn index(
     key: &str,
     entry: &Entry,
 ) {
-    if let Some(d) = entry.expires_at {
+    if let Some(d) = entry.expires_at() {
         deadlines.insert(d, ns, key);
     }
     stats.value_bytes += entry.value.len() as u64;
+    stats.memory_bytes += entry.memory_bytes(key);
     tags.add(key, &entry.tags);
 }
 
@@ -1451,7 +1700,7 @@ fn put_record(namespace: &str, key: &str, entry: &Entry) -> PutRecord {
         kind: entry.kind,
         created_at: entry.created_at,
         updated_at: entry.updated_at,
-        expires_at: entry.expires_at,
+        expires_at: entry.expires_at(),
         tags: entry.tags.iter().map(|t| String::from(&**t)).collect(),
         compressed: entry.compressed,
     }

@@ -23,6 +23,12 @@ pub struct Stats {
     pub keys: u64,
     /// Sum of the held values' sizes, in bytes.
     pub value_bytes: u64,
+    /// Bytes the keyspace holds, as a memory cap counts them: for each held entry its key,
+    /// its value, its tags (each plus 32 bytes) and a fixed amount of bookkeeping (the entry
+    /// itself and its table slot, about 140 bytes on 64-bit targets).
+    pub memory_bytes: u64,
+    /// Keys the memory cap evicted.
+    pub evictions: u64,
     /// Bytes waiting for the backend: pending changes plus the batch in flight (uncompressed
     /// record sizes).
     pub buffer_bytes: u64,

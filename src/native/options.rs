@@ -183,6 +183,39 @@ impl Options {
         self
     }
 
+    /// Caps the bytes the keyspace holds — keys, values and metadata, as
+    /// [`Stats::memory_bytes`](crate::Stats::memory_bytes) counts them. Past the cap, every
+    /// write evicts keys chosen by [`eviction`](Options::eviction) until the keyspace fits:
+    /// an evicted key is removed like a delete (from the files too, at the next flush),
+    /// counted in `Stats::evictions` and reported to [`on_change`](Options::on_change) as
+    /// `ChangeOp::Evict`. On a Redis store the cap bounds the local copies: eviction drops a
+    /// copy, never the data in Redis, and never a change Redis has not confirmed. A single
+    /// entry larger than the cap is refused with [`Error::ValueTooLarge`](crate::Error).
+    /// `0` is refused by the open ([`Error::InvalidOption`](crate::Error)). Default: no cap.
+    ///
+    /// ```
+    /// use tidekv::{EvictionPolicy, Options, Store};
+    /// # fn main() -> tidekv::Result<()> {
+    /// let store = Store::memory(Options::default().max_memory(64 * 1024).eviction(EvictionPolicy::Lru))?;
+    /// for i in 0..10_000 {
+    ///     store.set(&format!("key:{i}"), vec![0u8; 100])?;
+    /// }
+    /// assert!(store.stats().memory_bytes <= 64 * 1024);
+    /// assert!(store.stats().evictions > 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.config.max_memory = Some(bytes);
+        self
+    }
+
+    /// Which keys [`max_memory`](Options::max_memory) evicts first. Default
+    /// [`EvictionPolicy::Lru`](crate::EvictionPolicy::Lru).
+    pub fn eviction(mut self, policy: crate::EvictionPolicy) -> Self {
+        self.config.eviction = policy;
+        self
+    }
+
     /// Most keys one sweep tick removes before yielding. Default 1,000. Higher reclaims a burst
     /// of expiries faster; lower keeps each tick short.
     pub fn sweep_budget(mut self, keys: usize) -> Self {

@@ -786,9 +786,13 @@ impl Store {
     /// A store over any [`Backend`]: replays its records at open (dropping expired ones), then
     /// writes every batch to it.
     pub fn with_backend(mut backend: Box<dyn Backend>, options: Options) -> Result<Store> {
-        let mut engine = Engine::new(options.config.clone())?;
-        let now = options.clock.now_ms();
         let role = backend.role();
+        let mut config = options.config.clone();
+        // Over a source of truth, the memory cap bounds the copies: evicting one never
+        // deletes the data.
+        config.evict_copies_only = role == Role::SourceOfTruth;
+        let mut engine = Engine::new(config)?;
+        let now = options.clock.now_ms();
         if role == Role::Log {
             backend.load(&mut OpeningEngine {
                 engine: &mut engine,
