@@ -7,6 +7,22 @@ use alloc::string::String;
 pub type Result<T, E = Error> = core::result::Result<T, E>;
 
 /// Everything that can go wrong in tidekv, as one enum a caller can `match`.
+///
+/// ```
+/// # #[cfg(all(feature = "std", not(target_arch = "wasm32")))]
+/// # fn main() {
+/// use tidekv::{Error, Options, Store};
+/// let store = Store::memory(Options::default().max_value_size(8)).unwrap();
+/// match store.set("k", "a value over eight bytes") {
+///     Err(Error::ValueTooLarge { size, max }) => assert_eq!((size, max), (24, 8)),
+///     other => panic!("{other:?}"),
+/// }
+/// let err = store.set("", "v").unwrap_err();
+/// assert_eq!(err.code(), "InvalidKey");              // the `code` JavaScript errors carry too
+/// # }
+/// # #[cfg(not(all(feature = "std", not(target_arch = "wasm32"))))]
+/// # fn main() {}
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -66,6 +82,10 @@ pub enum Error {
     /// it gets this error, and nothing was stored.
     #[error("the loader failed: {0}")]
     Load(String),
+    /// A value could not be turned into JSON, or a stored value could not be read as the JSON
+    /// type asked for (`set_json` / `get_json`, feature `serde`). Nothing was stored.
+    #[error("JSON: {0}")]
+    Json(String),
 }
 
 impl Error {
@@ -83,6 +103,7 @@ impl Error {
             Error::Io(_) => "Io",
             Error::Corrupt(_) => "Corrupt",
             Error::Load(_) => "Load",
+            Error::Json(_) => "Json",
             Error::Locked { .. } => "Locked",
             Error::Backend(_) => "Backend",
         }

@@ -28,17 +28,35 @@
 //! - The wasm shell (`wasm32` only): the JavaScript `Store` class of the npm package.
 //!
 //! Data flows one way: a call → the engine (which answers reads and queues writes) → a batch →
-//! a backend → an acknowledgement back into the engine. See `docs/ARCHITECTURE.md`.
+//! a backend → an acknowledgement back into the engine. See [`guide::architecture`].
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
 
 extern crate alloc;
 
+/// The engine every shell is built on: exposed for tidekv's own tests, fuzz targets and
+/// benchmarks, hidden from these docs and not part of the supported API (it may change in any
+/// release). Everything a user or a backend author needs is re-exported at the crate root.
+#[doc(hidden)]
 pub mod core;
 mod error;
 
-pub use crate::core::{Batch, Config, EvictionPolicy, Kind, Metadata, PutRecord, Record, Stats};
+pub use crate::core::{
+    Batch, Change, ChangeOp, Config, EvictionPolicy, Kind, Metadata, PutRecord, Record, Stats,
+};
+/// The byte buffer values come back in: cheap to clone (reference-counted), derefs to
+/// `&[u8]`. Re-exported so callers need no `bytes` dependency of their own.
+pub use bytes::Bytes;
 pub use error::{Error, Result};
+
+/// Design notes, from the repository's `docs/`: how tidekv is built, and the contract every
+/// tidekv client of a Redis server keeps.
+pub mod guide {
+    #[doc = include_str!("../docs/ARCHITECTURE.md")]
+    pub mod architecture {}
+    #[doc = include_str!("../docs/REDIS.md")]
+    pub mod redis {}
+}
 
 /// The longest key (and namespace or tag name) accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 65_536;

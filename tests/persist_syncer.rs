@@ -141,7 +141,11 @@ fn syncer_sweeps_fire_expiry_callbacks() {
         dir.path(),
         options(&clock)
             .syncer(&syncer)
-            .on_expire(move |ns, key| sink.lock().unwrap().push(format!("{ns}/{key}"))),
+            .on_expire(move |c: &tidekv::core::Change| {
+                sink.lock()
+                    .unwrap()
+                    .push(format!("{}/{}", c.namespace, c.key))
+            }),
     )
     .unwrap();
     let users = store.namespace("users").unwrap();

@@ -54,7 +54,11 @@ fn sweep_removes_expired_keys_and_fires_callbacks() {
         Options::default()
             .clock(clock.clone())
             .sweep_budget(2)
-            .on_expire(move |ns, key| sink.lock().unwrap().push(format!("{ns}/{key}"))),
+            .on_expire(move |c: &tidekv::core::Change| {
+                sink.lock()
+                    .unwrap()
+                    .push(format!("{}/{}", c.namespace, c.key))
+            }),
     )
     .unwrap();
     let users = s.namespace("users").unwrap();

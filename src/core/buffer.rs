@@ -25,9 +25,9 @@ pub(crate) struct Dirty {
     pub bytes: usize,
 }
 
-/// A batch of records for a backend. Hand it to the backend, then call
-/// [`Engine::ack`](super::Engine::ack) once the backend confirmed it, or
-/// [`Engine::fail`](super::Engine::fail) if it did not.
+/// A batch of records for a backend: every pending change, one record per key, in change
+/// order. A store hands it to its backend's `write` and counts it written only once that
+/// returns `Ok` (the engine's `ack`); on an error the changes stay pending (`fail`).
 #[derive(Clone, Debug)]
 pub struct Batch {
     /// Identifies the batch for `ack`/`fail`.

@@ -4,7 +4,7 @@
 //! every read and queues every write. It never performs I/O, never reads a clock (every call that
 //! depends on time takes `now`, in ms since the Unix epoch), never spawns a thread and needs no
 //! `std` — `core` + `alloc` only. The shells (native, wasm) wrap it with locks, clocks, timers and
-//! backends; data flows one way: call → engine → [`Batch`] → backend → [`Engine::ack`].
+//! backends; data flows one way: call → engine → [`Batch`] → backend → [`Engine::ack`](crate::core::Engine::ack).
 
 pub mod buffer;
 mod crc;

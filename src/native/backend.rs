@@ -28,7 +28,42 @@ pub enum Role {
     SourceOfTruth,
 }
 
-/// A place batches go to.
+/// A place batches go to. Implement it to put a store in front of storage tidekv does not
+/// ship with; [`Store::with_backend`](super::Store::with_backend) opens a store over it.
+///
+/// A log backend needs two methods: `load` replays what it holds at open, `write` makes a
+/// batch durable (return `Err` and the store keeps the batch buffered and retries it):
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use tidekv::{Backend, Batch, Options, Record, Replay, Store};
+///
+/// /// Keeps every record in a shared Vec (a stand-in for a file, a table, a queue).
+/// struct VecLog(Arc<Mutex<Vec<Record>>>);
+///
+/// impl Backend for VecLog {
+///     fn load(&mut self, replay: &mut dyn Replay) -> tidekv::Result<()> {
+///         for record in self.0.lock().unwrap().iter() {
+///             replay.record(record.clone())?;
+///         }
+///         Ok(())
+///     }
+///
+///     fn write(&mut self, batch: &Batch) -> tidekv::Result<()> {
+///         self.0.lock().unwrap().extend(batch.records.iter().cloned());
+///         Ok(())
+///     }
+/// }
+///
+/// # fn main() -> tidekv::Result<()> {
+/// let log = Arc::new(Mutex::new(Vec::new()));
+/// let store = Store::with_backend(Box::new(VecLog(log.clone())), Options::default())?;
+/// store.set("k", "v")?;
+/// store.close()?;                                     // the final flush reaches the backend
+/// let again = Store::with_backend(Box::new(VecLog(log)), Options::default())?;
+/// assert_eq!(again.get("k")?.as_deref(), Some(&b"v"[..]));
+/// # Ok(()) }
+/// ```
 pub trait Backend: Send + 'static {
     /// How the store uses this backend. Default: [`Role::Log`].
     fn role(&self) -> Role {

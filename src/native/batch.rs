@@ -3,8 +3,12 @@
 use bytes::Bytes;
 
 use super::options::{ttl_ms, SetOptions};
+use super::IntoValue;
 use crate::core::BatchOp;
 use crate::{Kind, Result};
+
+/// One set of a batch: the value, its kind, and the options.
+type Set = ((Bytes, Kind), SetOptions);
 
 /// Sets and deletes that [`Namespace::apply`](super::Namespace::apply) makes as one change:
 /// all of them or none.
@@ -35,7 +39,7 @@ use crate::{Kind, Result};
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct WriteBatch {
-    ops: Vec<(String, Option<(Bytes, SetOptions)>)>,
+    ops: Vec<(String, Option<Set>)>,
 }
 
 impl WriteBatch {
@@ -47,7 +51,7 @@ impl WriteBatch {
     /// Adds a set of `key` to `value` with no TTL and no tags (as [`Namespace::set`]).
     ///
     /// [`Namespace::set`]: super::Namespace::set
-    pub fn set(&mut self, key: impl Into<String>, value: impl Into<Bytes>) -> &mut Self {
+    pub fn set(&mut self, key: impl Into<String>, value: impl IntoValue) -> &mut Self {
         self.set_with(key, value, SetOptions::new())
     }
 
@@ -57,10 +61,11 @@ impl WriteBatch {
     pub fn set_with(
         &mut self,
         key: impl Into<String>,
-        value: impl Into<Bytes>,
+        value: impl IntoValue,
         options: SetOptions,
     ) -> &mut Self {
-        self.ops.push((key.into(), Some((value.into(), options))));
+        self.ops
+            .push((key.into(), Some((value.into_value(), options))));
         self
     }
 
@@ -87,10 +92,10 @@ impl WriteBatch {
         self.ops
             .into_iter()
             .map(|(key, op)| match op {
-                Some((value, options)) => Ok(BatchOp::Set {
+                Some(((value, kind), options)) => Ok(BatchOp::Set {
                     key,
                     value,
-                    kind: options.kind.unwrap_or(Kind::Bytes),
+                    kind: options.kind.unwrap_or(kind),
                     ttl_ms: options.ttl.map(ttl_ms).transpose()?,
                     tags: options.tags,
                 }),

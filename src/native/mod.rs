@@ -22,6 +22,7 @@ mod owner;
 mod redis;
 mod store;
 mod syncer;
+mod value;
 
 pub use backend::{Backend, Compaction, CompactionReport, DiskStats, RemoteChanges, Replay, Role};
 pub use batch::WriteBatch;
@@ -32,3 +33,4 @@ pub use options::{
 };
 pub use store::{Entries, Namespace, Store};
 pub use syncer::Syncer;
+pub use value::{IntoValue, Json};

@@ -8,7 +8,7 @@ use crate::core::{Change, Config};
 use crate::{Error, Kind, Result};
 
 /// A callback for keys removed by expiry: `(namespace, key)`.
-pub(crate) type ExpireCallback = Arc<dyn Fn(&str, &str) + Send + Sync>;
+pub(crate) type ExpireCallback = Arc<dyn Fn(&Change) + Send + Sync>;
 pub(crate) type ChangeCallback = Arc<dyn Fn(&Change) + Send + Sync>;
 
 /// How far [`Store::flush`](super::Store::flush) takes a batch of a file-backed store before it
@@ -148,9 +148,20 @@ impl Options {
         self
     }
 
-    /// Called with `(namespace, key)` for every key removed by expiry, lazily or by a sweep,
-    /// after the store's locks are released. Default: none.
-    pub fn on_expire(mut self, callback: impl Fn(&str, &str) + Send + Sync + 'static) -> Self {
+    /// Called for every key removed by expiry, lazily or by a sweep, after the store's locks
+    /// are released, with the same [`Change`] event [`on_change`](Options::on_change) gets
+    /// (`op` is `ChangeOp::Expire`; JavaScript's `'expire'` event carries the same fields).
+    /// Default: none.
+    ///
+    /// ```
+    /// use tidekv::core::Change;
+    /// use tidekv::Options;
+    /// let options = Options::default().on_expire(|c: &Change| {
+    ///     println!("{}/{} expired", c.namespace, c.key);
+    /// });
+    /// # let _ = options;
+    /// ```
+    pub fn on_expire(mut self, callback: impl Fn(&Change) + Send + Sync + 'static) -> Self {
         self.on_expire = Some(Arc::new(callback));
         self.config.track_expired = true;
         self
@@ -314,7 +325,7 @@ pub struct SetOptions {
 }
 
 impl SetOptions {
-    /// No TTL, no tags, kind [`Kind::Bytes`].
+    /// No TTL, no tags, the value's own kind (see [`IntoValue`](super::IntoValue)).
     pub fn new() -> Self {
         SetOptions::default()
     }
@@ -342,7 +353,9 @@ impl SetOptions {
         self
     }
 
-    /// The kind of value, so JavaScript reads back a string or JSON. Default [`Kind::Bytes`].
+    /// The kind of value, so JavaScript reads back a string, bytes or JSON. Default: the
+    /// value's own kind ([`IntoValue`](super::IntoValue): text for `&str` and `String`, bytes
+    /// for byte buffers).
     pub fn kind(mut self, kind: Kind) -> Self {
         self.kind = Some(kind);
         self

@@ -21,10 +21,11 @@ use super::file_log::{sync_dir, FileLog};
 use super::options::{ttl_ms, ChangeCallback, ExpireCallback};
 use super::syncer::SyncerShared;
 use super::{
-    Backend, Clock, MemoryBackend, Options, RemoteChanges, Replay, Role, SetOptions, WriteBatch,
+    Backend, Clock, IntoValue, MemoryBackend, Options, RemoteChanges, Replay, Role, SetOptions,
+    WriteBatch,
 };
 use crate::core::{log::validate_db_name, Change, ChangeOp, Engine, NsId};
-use crate::{Error, Kind, Metadata, Record, Result, Stats};
+use crate::{Error, Metadata, Record, Result, Stats};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in a user callback must not make the store unusable.
@@ -435,7 +436,7 @@ impl Shared {
         for change in changes {
             if change.op == ChangeOp::Expire {
                 if let Some(on_expire) = &self.on_expire {
-                    on_expire(&change.namespace, &change.key);
+                    on_expire(&change);
                 }
             }
             if let Some(on_change) = &self.on_change {
@@ -719,6 +720,20 @@ pub struct Store {
 
 /// A handle to one namespace of a store: its own keyspace, tags and keys, sharing the store's
 /// buffer and backend. `Clone + Send + Sync`; it keeps the store open like a [`Store`] does.
+///
+/// ```
+/// use tidekv::{Options, Store};
+/// # fn main() -> tidekv::Result<()> {
+/// let store = Store::memory(Options::default())?;
+/// let users = store.namespace("users")?;
+/// let sessions = store.namespace("sessions")?;
+/// users.set("42", "Ada")?;
+/// sessions.set("42", "token")?;                       // the same key, another keyspace
+/// assert_eq!(users.get("42")?.as_deref(), Some(&b"Ada"[..]));
+/// assert_eq!(store.get("42")?, None);                 // the default namespace is its own too
+/// assert_eq!(users.keys("")?, ["42"]);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Namespace {
     owner: Arc<Owner>,
@@ -813,7 +828,8 @@ impl Store {
 
     /// A store whose source of truth is the Redis server at `url` (`redis://host:port/`,
     /// `rediss://...`, a password in the URL): many processes on many machines can share it.
-    /// Feature `redis`; the layout and protocol are in `docs/REDIS.md`. `rediss://` connects
+    /// Feature `redis`; the layout and protocol are in
+    /// [`guide::redis`](crate::guide::redis). `rediss://` connects
     /// with TLS (rustls), trusting the system's certificates and those `SSL_CERT_FILE` or
     /// `SSL_CERT_DIR` name.
     ///
@@ -1024,11 +1040,15 @@ impl Namespace {
         &self.name
     }
 
-    /// Stores `value` under `key` with no TTL and no tags, replacing any previous entry.
+    /// Stores `value` under `key` with no TTL and no tags, replacing any previous entry. Text
+    /// is stored as [`Kind::Text`](crate::Kind::Text), byte buffers as
+    /// [`Kind::Bytes`](crate::Kind::Bytes) (see [`IntoValue`]).
     ///
     /// Errors: [`Error::InvalidKey`] (empty or over 64 KiB), [`Error::ValueTooLarge`],
     /// [`Error::Closed`]. On error nothing is stored.
-    pub fn set(&self, key: &str, value: impl Into<Bytes>) -> Result<()> {
+    ///
+    /// [`IntoValue`]: super::IntoValue
+    pub fn set(&self, key: &str, value: impl IntoValue) -> Result<()> {
         self.set_with(key, value, SetOptions::new())
     }
 
@@ -1037,12 +1057,64 @@ impl Namespace {
     ///
     /// Errors: as [`set`](Namespace::set), plus [`Error::InvalidTtl`] for a zero TTL and
     /// [`Error::InvalidName`] for a bad tag.
-    pub fn set_with(&self, key: &str, value: impl Into<Bytes>, options: SetOptions) -> Result<()> {
+    pub fn set_with(&self, key: &str, value: impl IntoValue, options: SetOptions) -> Result<()> {
         let ttl = options.ttl.map(ttl_ms).transpose()?;
-        let kind = options.kind.unwrap_or(Kind::Bytes);
-        let value = value.into();
+        let (value, kind) = value.into_value();
+        let kind = options.kind.unwrap_or(kind);
         self.shared()
             .with(|engine, now| engine.set(self.id, key, value, kind, ttl, &options.tags, now))
+    }
+
+    /// Stores `value` as JSON ([`Kind::Json`](crate::Kind::Json): JavaScript reads back the
+    /// parsed value), with no TTL and no tags. Feature `serde`.
+    ///
+    /// Errors: [`Error::Json`] if `value` cannot be serialized (nothing stored), and those of
+    /// [`set`](Namespace::set).
+    ///
+    /// ```
+    /// # #[cfg(feature = "serde")]
+    /// # fn main() -> tidekv::Result<()> {
+    /// use std::collections::BTreeMap;
+    /// let store = tidekv::Store::memory(tidekv::Options::default())?;
+    /// let user = BTreeMap::from([("name", "Ada"), ("lang", "en")]);
+    /// store.set_json("user:1", &user)?;
+    /// let back: BTreeMap<String, String> = store.get_json("user:1")?.unwrap();
+    /// assert_eq!(back["name"], "Ada");
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "serde"))]
+    /// # fn main() {}
+    /// ```
+    #[cfg(feature = "serde")]
+    pub fn set_json<T: serde::Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        self.set_json_with(key, value, SetOptions::new())
+    }
+
+    /// [`set_json`](Namespace::set_json) with a TTL and tags (the kind is always JSON).
+    /// Feature `serde`.
+    #[cfg(feature = "serde")]
+    pub fn set_json_with<T: serde::Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: SetOptions,
+    ) -> Result<()> {
+        let text = serde_json::to_string(value).map_err(|e| Error::Json(e.to_string()))?;
+        self.set_with(key, super::Json(text), options.kind(crate::Kind::Json))
+    }
+
+    /// The value under `key` read as JSON into a `T`, or `None` if there is none or it
+    /// expired. Any stored kind is read as JSON text (a `Kind::Text` value `"\"hi\""` reads as
+    /// a string). Feature `serde`.
+    ///
+    /// Errors: [`Error::Json`] naming the key if the value is not JSON or not a `T`.
+    #[cfg(feature = "serde")]
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let Some(value) = self.get(key)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|e| Error::Json(format!("the value of {key:?}: {e}")))
     }
 
     /// The value under `key`, or `None` if there is none or it expired.
@@ -1227,7 +1299,7 @@ impl Namespace {
         loader: F,
     ) -> Result<Bytes>
     where
-        V: Into<Bytes>,
+        V: IntoValue,
         E: std::fmt::Display,
         F: FnOnce() -> std::result::Result<V, E>,
     {
@@ -1261,7 +1333,11 @@ impl Namespace {
             Ok(Some(value)) => Ok(value),
             Ok(None) => match loader() {
                 Ok(value) => {
-                    let value: Bytes = value.into();
+                    let (value, kind) = value.into_value();
+                    let options = SetOptions {
+                        kind: options.kind.or(Some(kind)),
+                        ..options
+                    };
                     self.set_with(key, value.clone(), options)
                         .map(|()| value)
                         .map_err(|e| e.to_string())
