@@ -73,7 +73,15 @@ fn set_get_ttl_keys_tags_query_and_del_work_end_to_end() {
 #[test]
 fn a_missing_key_exits_with_1_and_says_so() {
     let dir = tempdir();
-    for args in [["get", "nope"], ["del", "nope"], ["ttl", "nope"]] {
+    ok(dir.path(), &["set", "other", "v"]);
+    for args in [
+        &["get", "nope"][..],
+        &["del", "nope"],
+        &["ttl", "nope"],
+        &["meta", "nope"],
+        &["persist", "nope"],
+        &["expire", "nope", "10s"],
+    ] {
         let out = tidekv(dir.path(), &args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert_eq!(stderr(&out), "not found: nope\n");
@@ -94,18 +102,158 @@ fn bad_usage_exits_with_2_and_errors_exit_with_3() {
     ] {
         assert_eq!(tidekv(d, args).status.code(), Some(2), "{args:?}");
     }
-    let out = tidekv(d, &["--db", "../escape", "keys"]);
-    assert_eq!(out.status.code(), Some(3));
+    // Bad values are bad usage too (exit 2), with the store's own message.
+    let out = tidekv(d, &["--db", "../escape", "set", "k", "v"]);
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).starts_with("error: invalid name \"../escape\""),
         "{}",
         stderr(&out)
     );
     assert!(!d.join("../escape").exists());
-
     let out = tidekv(d, &["set", "", "v"]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("invalid key"), "{}", stderr(&out));
+    let out = tidekv(d, &["set", "k", "{not json", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not JSON"), "{}", stderr(&out));
+    // An error that is not the input's: exit 3.
+    std::fs::write(d.join("a-file"), "").unwrap();
+    let out = tidekv(&d.join("a-file"), &["set", "k", "v"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a file where a directory must be is bad input"
+    );
+}
+
+#[test]
+fn read_only_commands_never_create_a_database() {
+    let dir = tempdir();
+    let typo = dir.path().join("typo");
+    for args in [
+        &["keys"][..],
+        &["get", "k"],
+        &["exists", "k"],
+        &["meta", "k"],
+        &["ttl", "k"],
+        &["tags"],
+        &["query", "t"],
+        &["stats"],
+        &["dump"],
+        &["compact"],
+    ] {
+        let out = tidekv(&typo, args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert!(stderr(&out).contains("no database at"), "{}", stderr(&out));
+        assert!(!typo.exists(), "{args:?} created the directory");
+    }
+    ok(&typo, &["set", "k", "v"]);
+    assert!(typo.join("default").is_dir(), "a write creates it");
+}
+
+#[test]
+fn exists_meta_expire_and_persist_work_and_tags_split_on_commas() {
+    let dir = tempdir();
+    let d = dir.path();
+    ok(d, &["set", "k", "v", "--tag", "a,b", "--tag", "c"]);
+    assert_eq!(ok(d, &["exists", "k"]), "");
+    let out = tidekv(d, &["exists", "missing"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out), stderr(&out)),
+        (Some(1), String::new(), String::new())
+    );
+    let meta: serde_json::Value = serde_json::from_str(&ok(d, &["meta", "k"])).unwrap();
+    assert_eq!(meta["kind"], "text");
+    assert_eq!(meta["size"], 1);
+    assert_eq!(meta["tags"], serde_json::json!(["a", "b", "c"]));
+    assert!(meta["expires_at"].is_null());
+    assert_eq!(ok(d, &["query", "a,c"]), "k\n");
+    ok(d, &["expire", "k", "1h"]);
+    let meta: serde_json::Value = serde_json::from_str(&ok(d, &["meta", "k"])).unwrap();
+    let ttl = meta["ttl_ms"].as_u64().unwrap();
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "{meta}");
+    ok(d, &["persist", "k"]);
+    assert_eq!(ok(d, &["ttl", "k"]), "none\n");
+}
+
+#[test]
+fn set_reads_stdin_or_a_file_and_json_is_stored_as_json() {
+    let dir = tempdir();
+    let d = dir.path();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidekv"))
+        .arg("--dir")
+        .arg(d)
+        .args(["set", "bin", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&[0, 159, 146, 150])
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let file = d.join("doc.json");
+    std::fs::write(&file, "{\"a\": [1, 2]}").unwrap();
+    ok(
+        d,
+        &["set", "doc", "--file", file.to_str().unwrap(), "--json"],
+    );
+    ok(d, &["set", "plain", "--file", file.to_str().unwrap()]);
+    // Binary data piped out is written as it is (stdout is not a terminal here).
+    let out = tidekv(d, &["get", "bin"]);
+    assert_eq!(out.stdout, [0, 159, 146, 150]);
+    let store = Store::open(d, Options::default()).unwrap();
+    let kind = |k: &str| store.get_with_metadata(k).unwrap().unwrap().1.kind;
+    assert_eq!(
+        (kind("bin"), kind("doc"), kind("plain")),
+        (Kind::Bytes, Kind::Json, Kind::Text)
+    );
+}
+
+#[test]
+fn load_takes_minimal_lines_and_is_all_or_nothing() {
+    let dir = tempdir();
+    let d = dir.path();
+    let file = d.join("in.jsonl");
+    std::fs::write(
+        &file,
+        "{\"key\":\"a\",\"value\":\"text\"}\n{\"key\":\"b\",\"value\":{\"n\":1}}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        ok(d, &["load", file.to_str().unwrap()]),
+        "loaded 2 keys (0 already expired, skipped)\n"
+    );
+    let meta: serde_json::Value = serde_json::from_str(&ok(d, &["meta", "b"])).unwrap();
+    assert_eq!(meta["kind"], "json");
+    assert_eq!(ok(d, &["get", "b"]), "{\"n\":1}\n");
+    // A bad third line: nothing of the file is loaded, the error names the line.
+    std::fs::write(
+        &file,
+        "{\"key\":\"c\",\"value\":\"1\"}\n{\"key\":\"d\",\"value\":\"2\"}\n{\"key\":\"e\"}\n",
+    )
+    .unwrap();
+    let out = tidekv(d, &["load", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("line 3: `value` is missing"),
+        "{}",
+        stderr(&out)
+    );
+    // A line the store refuses (an empty key) is caught before anything is stored.
+    std::fs::write(
+        &file,
+        "{\"key\":\"f\",\"value\":\"1\"}\n{\"key\":\"\",\"value\":\"2\"}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        tidekv(d, &["load", file.to_str().unwrap()]).status.code(),
+        Some(2)
+    );
+    assert_eq!(ok(d, &["keys"]), "a\nb\n");
 }
 
 #[test]
@@ -124,7 +272,8 @@ fn every_command_has_help() {
     let dir = tempdir();
     let top = ok(dir.path(), &["--help"]);
     let commands = [
-        "set", "get", "del", "ttl", "keys", "tags", "query", "stats", "compact", "dump", "load",
+        "set", "get", "del", "exists", "meta", "ttl", "expire", "persist", "keys", "tags", "query",
+        "stats", "compact", "dump", "load",
     ];
     for command in commands {
         assert!(top.contains(command), "top-level help lists {command}");
@@ -233,7 +382,7 @@ fn dump_prints_json_lines_and_load_reads_them_back() {
     )
     .unwrap();
     let out = tidekv(d, &["--db", "dst2", "load", file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).starts_with("error: line 1: bad base64 value"),
         "{}",
@@ -269,4 +418,30 @@ fn the_default_directory_is_tidekv_data_in_the_working_directory() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(dir.path().join("tidekv-data/default").is_dir());
+}
+
+#[test]
+fn binary_data_is_not_written_to_a_terminal_unless_raw() {
+    let dir = tempdir();
+    let d = dir.path();
+    ok(d, &["set", "bin", "--file", env!("CARGO_BIN_EXE_tidekv")]);
+    // `script` (util-linux, Essential on Debian) runs the command on a pseudo-terminal.
+    let on_tty = |extra: &str| {
+        let command = format!(
+            "{} --dir {} get bin {extra}",
+            env!("CARGO_BIN_EXE_tidekv"),
+            d.display()
+        );
+        Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .output()
+            .expect("script runs")
+    };
+    let out = on_tty("");
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("bytes of binary data"), "{shown}");
+    assert!(shown.len() < 500, "the notice, not the data");
+    let out = on_tty("--raw");
+    assert!(out.stdout.len() > 10_000, "--raw writes the data");
 }

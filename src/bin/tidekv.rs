@@ -43,31 +43,66 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Store VALUE (as text) under KEY, replacing its value, TTL and tags.
+    /// Store VALUE under KEY, replacing its value, TTL and tags. The value is stored as text,
+    /// or with --json as JSON; `-` reads it from stdin (text if UTF-8, else bytes).
     Set {
         /// The key.
         key: String,
-        /// The value, stored as text.
-        value: String,
+        /// The value; `-` reads it from stdin. Leave it out with --file.
+        #[arg(required_unless_present = "file")]
+        value: Option<String>,
+        /// Read the value from this file (text if UTF-8, else bytes).
+        #[arg(long, conflicts_with = "value", value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Store the value as JSON (checked first; JavaScript reads back the parsed value).
+        #[arg(long)]
+        json: bool,
         /// Expire the key after this long (e.g. 10s, 5m, 1h30m).
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
-        /// A tag for the key; repeat for more.
-        #[arg(long = "tag", value_name = "TAG")]
+        /// Tags for the key: repeat the option, or separate them with commas (a,b).
+        #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
         tags: Vec<String>,
     },
-    /// Print the value under KEY (exit code 1 if there is none).
+    /// Print the value under KEY (exit code 1 if there is none). Binary data is not written to
+    /// a terminal unless --raw is given.
     Get {
         /// The key.
         key: String,
+        /// Write binary values to a terminal too.
+        #[arg(long)]
+        raw: bool,
     },
     /// Delete KEY (exit code 1 if there was none).
     Del {
         /// The key.
         key: String,
     },
+    /// Exit with code 0 if KEY holds a live value, 1 if not (prints nothing).
+    Exists {
+        /// The key.
+        key: String,
+    },
+    /// Print KEY's metadata as a JSON line: kind, size, tags, created/updated/expiry times.
+    Meta {
+        /// The key.
+        key: String,
+    },
     /// Print the time KEY has left, or `none` if it has no TTL (exit code 1 if no key).
     Ttl {
+        /// The key.
+        key: String,
+    },
+    /// Make KEY expire TTL from now, keeping its value and tags (exit code 1 if no key).
+    Expire {
+        /// The key.
+        key: String,
+        /// How long from now (e.g. 10s, 5m, 1h30m).
+        #[arg(value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Remove KEY's TTL (exit code 1 if no key).
+    Persist {
         /// The key.
         key: String,
     },
@@ -80,8 +115,8 @@ enum Command {
     Tags,
     /// List the keys that carry every one of the TAGs.
     Query {
-        /// Tags the keys must all carry.
-        #[arg(required = true)]
+        /// Tags the keys must all carry (repeat, or separate with commas).
+        #[arg(required = true, value_delimiter = ',')]
         tags: Vec<String>,
     },
     /// Print counters of the store and its files.
@@ -91,21 +126,50 @@ enum Command {
     /// Print every live entry of every namespace as JSON lines (values base64 when not UTF-8).
     Dump,
     /// Load JSON lines written by `dump` (from FILE, or stdin when FILE is absent or `-`).
+    /// A line needs only `key` and `value`; `ns`, `kind`, `encoding`, `tags` and `expires_at`
+    /// default to the default namespace, text (JSON for a non-string value), UTF-8, none, none.
     Load {
         /// The dump file.
         file: Option<PathBuf>,
     },
 }
 
+impl Command {
+    /// Whether the command only reads: it must find a database, never create one.
+    fn reads_only(&self) -> bool {
+        !matches!(
+            self,
+            Command::Set { .. }
+                | Command::Del { .. }
+                | Command::Expire { .. }
+                | Command::Persist { .. }
+                | Command::Load { .. }
+        )
+    }
+}
+
 /// How a command ended, besides success.
 enum Failure {
     NotFound(String),
+    /// Exit code 1 with nothing printed (`exists` of a missing key).
+    Silent,
+    /// Bad input: exit code 2, like a usage error.
+    Usage(String),
     Error(String),
 }
 
 impl From<tidekv::Error> for Failure {
     fn from(e: tidekv::Error) -> Self {
-        Failure::Error(e.to_string())
+        use tidekv::Error as E;
+        match e {
+            E::InvalidKey(_)
+            | E::InvalidTtl(_)
+            | E::InvalidName { .. }
+            | E::InvalidOption { .. }
+            | E::ValueTooLarge { .. }
+            | E::Json(_) => Failure::Usage(e.to_string()),
+            e => Failure::Error(e.to_string()),
+        }
     }
 }
 
@@ -154,6 +218,11 @@ fn main() -> ExitCode {
             eprintln!("not found: {what}");
             ExitCode::from(1)
         }
+        Err(Failure::Silent) => ExitCode::from(1),
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
         Err(Failure::Error(message)) => {
             eprintln!("error: {message}");
             ExitCode::from(3)
@@ -172,6 +241,14 @@ fn open(cli: &Cli, options: Options) -> Result<Store, Failure> {
         }
         return Ok(Store::open_redis(url, options)?);
     }
+    tidekv::core::log::validate_db_name(&cli.db)?;
+    let db = cli.dir.join(&cli.db);
+    if cli.command.reads_only() && !db.is_dir() {
+        return Err(Failure::Error(format!(
+            "no database at {} (`set` or `load` creates one; check --dir and --db)",
+            db.display()
+        )));
+    }
     Ok(Store::open(&cli.dir, options)?)
 }
 
@@ -182,24 +259,86 @@ fn run(store: &Store, cli: &Cli, now: u64) -> Result<(), Failure> {
         Command::Set {
             key,
             value,
+            file,
+            json,
             ttl,
             tags,
         } => {
-            let mut options = SetOptions::new().kind(Kind::Text).tags(tags.clone());
+            let bytes = match (value.as_deref(), file) {
+                (_, Some(path)) => std::fs::read(path)?,
+                (Some("-"), None) => {
+                    let mut buf = Vec::new();
+                    io::Read::read_to_end(&mut io::stdin().lock(), &mut buf)?;
+                    buf
+                }
+                (Some(text), None) => text.as_bytes().to_vec(),
+                (None, None) => return Err(Failure::Usage("no value given".into())),
+            };
+            let kind = if *json {
+                serde_json::from_slice::<Value>(&bytes)
+                    .map_err(|e| Failure::Usage(format!("--json: the value is not JSON: {e}")))?;
+                Kind::Json
+            } else if std::str::from_utf8(&bytes).is_ok() {
+                Kind::Text
+            } else {
+                Kind::Bytes
+            };
+            let mut options = SetOptions::new().kind(kind).tags(tags.clone());
             if let Some(ttl) = ttl {
                 options = options.ttl(*ttl);
             }
-            ns.set_with(key, value.clone(), options)?;
+            ns.set_with(key, bytes, options)?;
         }
-        Command::Get { key } => {
+        Command::Get { key, raw } => {
             let value = ns.get(key)?.ok_or_else(|| Failure::NotFound(key.clone()))?;
             match std::str::from_utf8(&value) {
                 Ok(text) => writeln!(out, "{text}")?,
+                Err(_) if !raw && io::IsTerminal::is_terminal(&io::stdout()) => {
+                    eprintln!(
+                        "{key} holds {} bytes of binary data: not written to a terminal \
+                         (use --raw, or redirect the output)",
+                        value.len()
+                    );
+                }
                 Err(_) => out.write_all(&value)?,
             }
         }
         Command::Del { key } => {
             if !ns.delete(key)? {
+                return Err(Failure::NotFound(key.clone()));
+            }
+        }
+        Command::Exists { key } => {
+            if !ns.contains(key)? {
+                return Err(Failure::Silent);
+            }
+        }
+        Command::Meta { key } => {
+            let (value, meta) = ns
+                .get_with_metadata(key)?
+                .ok_or_else(|| Failure::NotFound(key.clone()))?;
+            let line = json!({
+                "ns": ns.name(),
+                "key": key,
+                "kind": meta.kind.as_str(),
+                "size": value.len(),
+                "stored_size": meta.stored_size,
+                "compressed": meta.compressed,
+                "tags": meta.tags,
+                "created_at": meta.created_at,
+                "updated_at": meta.updated_at,
+                "expires_at": meta.expires_at,
+                "ttl_ms": meta.expires_at.map(|d| d.saturating_sub(now)),
+            });
+            writeln!(out, "{line}")?;
+        }
+        Command::Expire { key, ttl } => {
+            if !ns.expire(key, *ttl)? {
+                return Err(Failure::NotFound(key.clone()));
+            }
+        }
+        Command::Persist { key } => {
+            if !ns.persist(key)? {
                 return Err(Failure::NotFound(key.clone()));
             }
         }
@@ -328,75 +467,135 @@ fn dump_line(record: &Record) -> Option<String> {
     Some(line.to_string())
 }
 
-/// Loads dump lines; returns (keys loaded, keys skipped because their deadline passed). Each
-/// deadline is kept exactly (the store's clock is `now` for the whole command); created and
-/// updated times become the time of the load.
+/// One checked line of a dump: where it goes and what to store.
+struct Line {
+    ns: String,
+    key: String,
+    value: Vec<u8>,
+    options: SetOptions,
+}
+
+/// Loads dump lines, all or nothing: every line is checked first (a bad one fails the load
+/// naming its line number, and nothing is stored), then all of them are applied as one
+/// batch per namespace, which the closing flush writes as one batch. Returns (keys loaded,
+/// keys skipped because their deadline passed). Each deadline is kept exactly (the store's
+/// clock is `now` for the whole command); created and updated times become the time of the
+/// load.
 fn load(store: &Store, input: impl BufRead, now: u64) -> Result<(u64, u64), Failure> {
-    let (mut loaded, mut expired) = (0, 0);
-    let mut spaces: Vec<Namespace> = Vec::new();
+    let mut lines = Vec::new();
+    let mut expired = 0;
     for (i, line) in input.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        let bad = |why: &str| Failure::Error(format!("line {}: {why}", i + 1));
-        let entry: Value = serde_json::from_str(&line).map_err(|e| bad(&e.to_string()))?;
-        let text = |field: &str| -> Result<&str, Failure> {
-            entry[field]
-                .as_str()
-                .ok_or_else(|| bad(&format!("`{field}` must be a string")))
-        };
-        let (ns, key, raw) = (text("ns")?, text("key")?, text("value")?);
-        let value = match entry["encoding"].as_str().unwrap_or("utf8") {
-            "utf8" => raw.as_bytes().to_vec(),
-            "base64" => base64::engine::general_purpose::STANDARD
-                .decode(raw)
-                .map_err(|e| bad(&format!("bad base64 value: {e}")))?,
-            other => return Err(bad(&format!("unknown encoding {other:?}"))),
-        };
-        let kind = match entry["kind"].as_str().unwrap_or("bytes") {
-            "bytes" => Kind::Bytes,
-            "text" => Kind::Text,
-            "json" => Kind::Json,
-            other => return Err(bad(&format!("unknown kind {other:?}"))),
-        };
-        let tags = match &entry["tags"] {
-            Value::Null => Vec::new(),
-            Value::Array(tags) => tags
-                .iter()
-                .map(|t| t.as_str().map(String::from))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad("`tags` must be strings"))?,
-            _ => return Err(bad("`tags` must be an array")),
-        };
-        let mut options = SetOptions::new().kind(kind).tags(tags);
-        match &entry["expires_at"] {
-            Value::Null => {}
-            deadline => {
-                let deadline = deadline
-                    .as_u64()
-                    .ok_or_else(|| bad("`expires_at` must be ms since the epoch"))?;
-                if deadline <= now {
-                    expired += 1;
-                    continue;
-                }
-                options = options.ttl(Duration::from_millis(deadline - now));
-            }
+        match parse_line(&line, now)
+            .map_err(|why| Failure::Usage(format!("line {}: {why}", i + 1)))?
+        {
+            Some(line) => lines.push(line),
+            None => expired += 1,
         }
-        let space = match spaces.iter().find(|s| s.name() == ns) {
-            Some(space) => space.clone(),
+    }
+    // The store's own checks (keys, tags, sizes) run first on a scratch store with the same
+    // limits, so a refused entry fails the load before the real store changes at all.
+    apply_lines(&Store::memory(Options::default())?, &lines)?;
+    apply_lines(store, &lines)?;
+    Ok((lines.len() as u64, expired))
+}
+
+/// Applies `lines` as one batch per namespace.
+fn apply_lines(store: &Store, lines: &[Line]) -> Result<(), Failure> {
+    let mut batches: Vec<(Namespace, tidekv::WriteBatch)> = Vec::new();
+    for line in lines {
+        let at = match batches.iter().position(|(ns, _)| ns.name() == line.ns) {
+            Some(at) => at,
             None => {
-                let space = store.namespace(ns).map_err(|e| bad(&e.to_string()))?;
-                spaces.push(space.clone());
-                space
+                batches.push((store.namespace(&line.ns)?, tidekv::WriteBatch::new()));
+                batches.len() - 1
             }
         };
-        space
-            .set_with(key, value, options)
-            .map_err(|e| bad(&e.to_string()))?;
-        loaded += 1;
+        batches[at]
+            .1
+            .set_with(line.key.clone(), &line.value[..], line.options.clone());
     }
-    Ok((loaded, expired))
+    for (ns, batch) in batches {
+        ns.apply(batch)?;
+    }
+    Ok(())
+}
+
+/// Checks one dump line. `Ok(None)`: its deadline has passed (skipped).
+fn parse_line(line: &str, now: u64) -> Result<Option<Line>, String> {
+    let entry: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    if !entry.is_object() {
+        return Err("not a JSON object".into());
+    }
+    let text = |field: &str| -> Result<Option<&str>, String> {
+        match &entry[field] {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            _ => Err(format!("`{field}` must be a string")),
+        }
+    };
+    let ns = text("ns")?.unwrap_or("").to_string();
+    let key = text("key")?.ok_or("`key` is missing")?.to_string();
+    let encoding = text("encoding")?.unwrap_or("utf8");
+    let (value, natural) = match &entry["value"] {
+        Value::Null if entry.get("value").is_none() => return Err("`value` is missing".into()),
+        Value::String(raw) => match encoding {
+            "utf8" => (raw.as_bytes().to_vec(), Kind::Text),
+            "base64" => (
+                base64::engine::general_purpose::STANDARD
+                    .decode(raw)
+                    .map_err(|e| format!("bad base64 value: {e}"))?,
+                Kind::Bytes,
+            ),
+            other => return Err(format!("unknown encoding {other:?}")),
+        },
+        // Any other JSON value is the value itself, stored as JSON.
+        other => (other.to_string().into_bytes(), Kind::Json),
+    };
+    let kind = match text("kind")? {
+        None => natural,
+        Some("bytes") => Kind::Bytes,
+        Some("text") => Kind::Text,
+        Some("json") => Kind::Json,
+        Some(other) => return Err(format!("unknown kind {other:?}")),
+    };
+    if kind == Kind::Json && serde_json::from_slice::<Value>(&value).is_err() {
+        return Err("`kind` is json but the value is not JSON".into());
+    }
+    if kind == Kind::Text && std::str::from_utf8(&value).is_err() {
+        return Err("`kind` is text but the value is not UTF-8".into());
+    }
+    let tags = match &entry["tags"] {
+        Value::Null => Vec::new(),
+        Value::Array(tags) => tags
+            .iter()
+            .map(|t| t.as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("`tags` must be strings")?,
+        _ => return Err("`tags` must be an array".into()),
+    };
+    let mut options = SetOptions::new().kind(kind).tags(tags);
+    match &entry["expires_at"] {
+        Value::Null => {}
+        deadline => {
+            let deadline = deadline
+                .as_u64()
+                .ok_or("`expires_at` must be ms since the epoch")?;
+            if deadline <= now {
+                return Ok(None);
+            }
+            options = options.ttl(Duration::from_millis(deadline - now));
+        }
+    }
+    Ok(Some(Line {
+        ns,
+        key,
+        value,
+        options,
+    }))
 }
 
 /// Parses `500ms`, `10s`, `5m`, `2h`, `1d`, combinations like `1h30m`, or a bare number of
