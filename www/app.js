@@ -8,6 +8,8 @@ const rows = new Map(); // key -> { value, metadata }, kept in step with the sto
 let store;
 let seenFlushes = 0;
 let lastFlushAt = null;
+/** Keys the store loaded from IndexedDB when the page opened: flushed by an earlier visit. */
+let loadedFromDisk = 0;
 
 function preview(value, kind) {
   if (kind === 'bytes') return `Uint8Array(${value.length})`;
@@ -110,7 +112,9 @@ function showStats() {
   $('st-flushes').textContent = s.flushes.toLocaleString();
   $('st-last-flush').textContent = lastFlushAt
     ? `${lastFlushAt.toLocaleTimeString()} (${Math.round((Date.now() - lastFlushAt) / 1000)} s ago)`
-    : 'never';
+    : loadedFromDisk > 0
+      ? `before this page opened: the ${loadedFromDisk.toLocaleString()} key(s) it loaded are on disk`
+      : 'never';
   $('st-sweeps').textContent = s.sweeps.toLocaleString();
   $('st-tick').textContent = `${s.tickIntervalMs} ms`;
   $('st-expired').textContent = s.expired.toLocaleString();
@@ -195,6 +199,7 @@ async function main() {
     $('st-error').textContent = err.message;
   });
   for (const key of store.keys()) remember(key);
+  loadedFromDisk = rows.size;
   $('status').textContent = `Store open: ${rows.size} key(s) loaded from IndexedDB.`;
   render();
   showStats();
@@ -208,9 +213,20 @@ async function main() {
     showStats();
   });
   $('clear-button').addEventListener('click', () => {
+    const count = store.keys().length;
+    if (count === 0) {
+      $('status').textContent = 'Nothing to delete: the store is empty.';
+      return;
+    }
+    if (!window.confirm(`Delete all ${count} key(s) from this browser's store?`)) {
+      $('status').textContent = 'Nothing deleted.';
+      return;
+    }
     for (const key of store.keys()) store.delete(key);
     rows.clear();
     render();
+    $('status').textContent = `Deleted ${count} key(s); the next flush removes them from IndexedDB.`;
+    showStats();
   });
   $('filter-prefix').addEventListener('input', render);
   $('filter-tags').addEventListener('input', render);

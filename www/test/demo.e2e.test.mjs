@@ -89,6 +89,27 @@ test('a persistent key is there after a reload', async () => {
   assert.equal(await row('user:ada').locator('td.value').textContent(), '{"name":"Ada"}');
   assert.equal(await row('session:1').count(), 0, 'the expired key did not come back');
   assert.match(await page.textContent('#status'), /3 key\(s\) loaded/);
+  assert.match(await page.textContent('#st-last-flush'), /before this page opened: the 3 key\(s\) it loaded are on disk/);
+});
+
+test('"Delete all" asks first, then deletes and says so', async () => {
+  await setKey({ key: 'doomed:1', value: 'x' });
+  const count = await page.locator('#keys-body tr').count();
+  page.once('dialog', (d) => d.dismiss());
+  await page.click('#clear-button');
+  assert.equal(await page.textContent('#status'), 'Nothing deleted.');
+  assert.equal(await page.locator('#keys-body tr').count(), count);
+  page.once('dialog', (d) => {
+    assert.match(d.message(), new RegExp(`Delete all ${count} key`));
+    d.accept();
+  });
+  await page.click('#clear-button');
+  assert.equal(await page.textContent('#status'), `Deleted ${count} key(s); the next flush removes them from IndexedDB.`);
+  assert.equal(await page.locator('#keys-body tr').count(), 0);
+  await page.click('#clear-button');
+  assert.equal(await page.textContent('#status'), 'Nothing to delete: the store is empty.');
+  // Put back what the next tests expect.
+  await setKey({ key: 'user:ada', value: '{"name":"Ada"}', kind: 'json', tags: 'users, vip' });
 });
 
 test('a key set in a second tab appears in the first', async () => {
