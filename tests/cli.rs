@@ -82,7 +82,7 @@ fn a_missing_key_exits_with_1_and_says_so() {
         &["persist", "nope"],
         &["expire", "nope", "10s"],
     ] {
-        let out = tidekv(dir.path(), &args);
+        let out = tidekv(dir.path(), args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert_eq!(stderr(&out), "not found: nope\n");
         assert_eq!(stdout(&out), "");
