@@ -9,7 +9,7 @@ import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { appDir, importTidekv, repo } from './package.mjs';
+import { appDir, buildRustCli, importTidekv } from './package.mjs';
 
 let Store;
 let server;
@@ -297,11 +297,7 @@ test('the browser build never imports redis', () => {
 });
 
 /** The Rust CLI built with Redis support (a build failure fails the test). */
-function rustCli() {
-  execFileSync('cargo', ['build', '--quiet', '--all-features', '--bin', 'tidekv'], { cwd: repo, stdio: ['ignore', 'ignore', 'inherit'] });
-  const target = process.env.CARGO_TARGET_DIR ?? join(repo, 'target');
-  return join(target, 'debug', 'tidekv');
-}
+const rustCli = buildRustCli;
 
 test('a key written by the Rust CLI is read by Node.js and one written by Node.js by the CLI', async () => {
   const bin = rustCli();
