@@ -46,7 +46,7 @@ export TIDEKV_BENCH_DIR="$target_dir/bench-data"
 [ $quick = 1 ] && export TIDEKV_BENCH_QUICK=1
 # Two processes: the in-memory groups, then the disk groups with a fresh heap (a heap that
 # has held several 1M-key stores makes every allocation of the next one slower).
-for part in "native:memory,point,tick,reclaim" "native-disk:persist,reopen"; do
+for part in "native:memory,point,tick,evict,reclaim" "native-disk:persist,reopen"; do
   name=${part%%:*}
   set +e
   TIDEKV_BENCH_OUT="$run_dir/$name.json" TIDEKV_BENCH_GROUPS=${part#*:} cargo bench --bench native 2>&1 \

@@ -227,6 +227,13 @@ def targets(res, run):
     add("persist_limit", "persistent writes ≥ 50% of the sequential write-with-fsync limit (bytes written to disk)",
         f"{limit * 100:.0f}% of the limit" if limit else "not measured", limit >= 0.5 if limit else None)
 
+    r = ratio(res.get("evict", "get_hit", "capped"), res.get("evict", "get_hit", "no_cap"))
+    add("evict_get", "memory cap: a get that updates recency within 1.1× of a get without a cap",
+        f"{fmt_ratio(r)} the time" if r else "not measured", r <= 1.1 if r else None)
+    r = ratio(res.get("evict", "set_new", "at_cap"), res.get("evict", "set_new", "no_cap"))
+    add("evict_set", "memory cap: a set that evicts a key within 3× a set on an uncapped store (O(1) per eviction)",
+        f"{fmt_ratio(r)} the time" if r else "not measured", r <= 3 if r else None)
+
     tick = res.get("sweep_tick", "time", "tidekv_store_sweep_expired")
     add("sweep_tick", "sweep tick with nothing due at 1M keys < 1 µs (Store::sweep_expired)",
         fmt_ns(tick) if tick else "not measured", tick < 1000 if tick else None)
@@ -402,6 +409,25 @@ def main():
         "(the steady state its Syncer keeps), so a get of a key without a TTL reads no clock.\n"
     )
     point_section(res, out)
+
+    if res.has_group("evict"):
+        out.append("## Native: the memory cap\n")
+        out.append(
+            "`Options::max_memory`: a get hit on a store with a cap (room to spare, so every hit "
+            "stamps the key's recency) against the same get without one, over the preloaded keys; "
+            "and a set of a key never seen before on a store at its cap (every set evicts a key, "
+            "`EvictionPolicy::Lru`) against the same set on an uncapped store, which just grows.\n"
+        )
+        rows = []
+        for op, label in (("get_hit", "get hit"), ("set_new", "set of a new key")):
+            base = res.get("evict", op, "no_cap")
+            for peer in ("no_cap", "capped", "at_cap"):
+                v = res.get("evict", op, peer)
+                if v is None:
+                    continue
+                rows.append([label, peer.replace("_", " "), fmt_ns(v),
+                             fmt_ratio(ratio(v, base)) if peer != "no_cap" else ""])
+        out.append(table(["operation", "store", "median time", "÷ no cap"], rows) + "\n")
 
     if res.has_group("sweep_tick") or res.has_group("reclaim"):
         out.append("## Native: expiry\n")

@@ -62,6 +62,10 @@ pub enum Error {
     /// writes stay buffered and are retried.
     #[error("backend error: {0}")]
     Backend(String),
+    /// The loader of a get-or-insert call failed (or panicked); every caller that waited for
+    /// it gets this error, and nothing was stored.
+    #[error("the loader failed: {0}")]
+    Load(String),
 }
 
 impl Error {
@@ -78,6 +82,7 @@ impl Error {
             #[cfg(feature = "std")]
             Error::Io(_) => "Io",
             Error::Corrupt(_) => "Corrupt",
+            Error::Load(_) => "Load",
             Error::Locked { .. } => "Locked",
             Error::Backend(_) => "Backend",
         }

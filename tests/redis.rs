@@ -4,6 +4,7 @@
 #![cfg(all(feature = "redis", not(target_arch = "wasm32")))]
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -727,4 +728,69 @@ fn rediss_urls_connect_over_tls_and_an_untrusted_certificate_fails_clearly() {
     assert_eq!(untrusted.status.code(), Some(3), "{untrusted:?}");
     let stderr = String::from_utf8_lossy(&untrusted.stderr);
     assert!(stderr.contains("Redis connect failed"), "{stderr}");
+}
+
+#[test]
+fn cache_features_on_redis_cap_only_copies_and_list_clear_and_load_through_the_server() {
+    let server = Server::start();
+    let writer = open(&server, "cache");
+    for i in 0..500 {
+        writer.set(&format!("k:{i:03}"), vec![1u8; 200]).unwrap();
+    }
+    writer.flush().unwrap();
+    // A capped reader: its copies stay under the cap; an evicted copy is read again from
+    // Redis, where the data stays.
+    let reader = Store::open_redis(
+        &server.url(),
+        Options::default().db("cache").max_memory(20_000),
+    )
+    .unwrap();
+    for i in 0..500 {
+        assert!(reader.get(&format!("k:{i:03}")).unwrap().is_some());
+        assert!(reader.stats().memory_bytes <= 20_000);
+    }
+    assert!(reader.stats().evictions > 0);
+    assert!(
+        reader.get("k:000").unwrap().is_some(),
+        "evicted copy, data kept"
+    );
+    assert_eq!(open(&server, "cache").len().unwrap(), 500);
+    // An unflushed write of the capped store is never evicted (it would be lost).
+    for i in 0..200 {
+        reader.set(&format!("mine:{i}"), vec![2u8; 200]).unwrap();
+    }
+    reader.flush().unwrap();
+    assert_eq!(open(&server, "cache").keys("mine:").unwrap().len(), 200);
+
+    // get_or_insert_with: the loader runs on a miss in Redis, and another store reads the
+    // stored value from Redis without loading.
+    let calls = AtomicUsize::new(0);
+    let load = || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, String>("loaded")
+    };
+    let v = writer
+        .get_or_insert_with("lazy", SetOptions::new(), load)
+        .unwrap();
+    assert_eq!(&v[..], b"loaded");
+    writer.flush().unwrap();
+    let other = open(&server, "cache");
+    let v = other
+        .get_or_insert_with("lazy", SetOptions::new(), || Err::<&str, _>("not called"))
+        .unwrap();
+    assert_eq!(&v[..], b"loaded");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // entries and len see the server and this store's unflushed writes; clear removes every
+    // key from Redis at the next flush.
+    other.set("k:new", "unflushed").unwrap();
+    let keys: std::collections::BTreeSet<String> =
+        other.entries("k:").unwrap().map(|e| e.unwrap().0).collect();
+    assert_eq!(keys.len(), 501);
+    assert!(keys.contains("k:new"));
+    assert_eq!(other.len().unwrap(), 702);
+    assert_eq!(other.clear().unwrap(), 702);
+    assert_eq!(other.len().unwrap(), 0);
+    other.flush().unwrap();
+    assert_eq!(open(&server, "cache").len().unwrap(), 0);
 }

@@ -5,11 +5,12 @@
 //! - `TIDEKV_BENCH_QUICK=1`: a reduced run that only proves everything works (CI).
 //! - `TIDEKV_BENCH_OUT=path`: where to write this binary's own results (JSON); criterion writes
 //!   its estimates under `$CRITERION_HOME`.
-//! - `TIDEKV_BENCH_GROUPS=point,tick,reclaim,memory,persist,reopen`: run only these groups.
+//! - `TIDEKV_BENCH_GROUPS=point,tick,evict,reclaim,memory,persist,reopen`: run only these groups.
 //!
 //! This is a benchmark, not a test: nothing here asserts a time.
 
 mod alloc_count;
+mod evict;
 mod expiry;
 mod memory;
 mod peers;
@@ -94,6 +95,9 @@ fn main() {
     }
     if on("tick") {
         expiry::bench_tick(&mut c, &scale);
+    }
+    if on("evict") {
+        evict::bench(&mut c, &scale);
     }
     if on("reclaim") {
         expiry::bench_reclaim(&scale);

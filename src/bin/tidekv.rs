@@ -115,7 +115,28 @@ impl From<io::Error> for Failure {
     }
 }
 
+/// Prints tidekv's warnings (a torn tail cut at open, corrupt records skipped) to stderr.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let level = record.level().as_str().to_lowercase();
+            eprintln!("tidekv: {level}: {}", record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: StderrLogger = StderrLogger;
+
 fn main() -> ExitCode {
+    let _ = log::set_logger(&LOGGER).map(|()| log::set_max_level(log::LevelFilter::Warn));
     let cli = Cli::parse();
     // One instant for the whole command, so `load` keeps each deadline to the millisecond.
     let clock = ManualClock::new(SystemClock.now_ms());

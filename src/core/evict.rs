@@ -3,11 +3,9 @@
 //!
 //! Recency is a logical clock, not time: every touch of an entry (a get, a set) while a cap is
 //! set stamps it with the next tick, so no clock is read for it. `Lru` is sampled, as Redis
-//! does: of a few entries picked at random, the least recently touched goes — O(1) per
-//! eviction, close to exact LRU with enough samples. `NearestExpiry` evicts the key whose
+//! does: a few entries picked at random join a pool of the 16 oldest candidates seen so far,
+//! and the oldest one still untouched goes — O(1) per eviction, and close to exact LRU. `NearestExpiry` evicts the key whose
 //! deadline is nearest (Redis's `volatile-ttl`), and once no key has a TTL, falls back to `Lru`.
-
-use super::NsId;
 
 /// Which keys a memory cap evicts first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -21,8 +19,11 @@ pub enum EvictionPolicy {
     NearestExpiry,
 }
 
-/// Entries looked at per `Lru` eviction.
+/// Entries sampled per `Lru` eviction.
 pub(crate) const LRU_SAMPLES: usize = 5;
+
+/// The oldest candidates an `Lru` eviction keeps between evictions (Redis keeps 16 too).
+pub(crate) const POOL_SIZE: usize = 16;
 
 /// Picks a victim never stops on: at most this many samples (or deadline-index entries) are
 /// looked at before an eviction gives up for this write (everything left is protected).
@@ -50,6 +51,3 @@ impl Sampler {
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
     }
 }
-
-/// Where in the keyspace a sampled entry is: namespace and position in its dense array.
-pub(crate) type Slot = (NsId, usize);

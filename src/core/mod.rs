@@ -21,8 +21,8 @@ use bytes::Bytes;
 use hashbrown::HashMap;
 
 pub use buffer::Batch;
-pub use evict::EvictionPolicy;
 use buffer::{Buffer, InFlight};
+pub use evict::EvictionPolicy;
 pub use expiry::SweepReport;
 use expiry::{next_tick_delay, DeadlineIndex};
 use keyspace::Entry;
@@ -115,7 +115,10 @@ impl Config {
             return bad("buffer_size", "must be at least 1 byte");
         }
         if self.max_memory == Some(0) {
-            return bad("max_memory", "must be at least 1 byte (leave it unset for no cap)");
+            return bad(
+                "max_memory",
+                "must be at least 1 byte (leave it unset for no cap)",
+            );
         }
         if self.flush_interval_ms == 0 {
             return bad("flush_interval", "must be at least 1 ms");
@@ -300,6 +303,8 @@ pub struct Engine {
     touches: u64,
     /// Picks the entries an `Lru` eviction compares.
     sampler: evict::Sampler,
+    /// The oldest eviction candidates seen so far: (touched, namespace, key).
+    pool: Vec<(u32, NsId, Box<str>)>,
 }
 
 impl Engine {
@@ -321,6 +326,7 @@ impl Engine {
             load_hint: 0,
             touches: 0,
             sampler: evict::Sampler::default(),
+            pool: Vec::new(),
         };
         engine.namespace("")?;
         Ok(engine)
@@ -482,6 +488,18 @@ impl Engine {
                 max: record::MAX_BODY_LEN,
             });
         }
+        if let Some(cap) = self.config.max_memory {
+            let tag_bytes: u64 = tag_lens().map(|n| n as u64 + keyspace::TAG_OVERHEAD).sum();
+            let entry =
+                keyspace::ENTRY_OVERHEAD + key.len() as u64 + value.len() as u64 + tag_bytes;
+            if entry > cap {
+                // It could never fit: refuse it rather than evict everything for nothing.
+                return Err(Error::ValueTooLarge {
+                    size: entry,
+                    max: cap,
+                });
+            }
+        }
         let record_size = record::put_size(space.name.len(), key.len(), tag_lens(), value.len());
         Ok(CheckedSet {
             expires_at,
@@ -596,15 +614,16 @@ impl Engine {
             .map(|(_, ns, key)| (ns, String::from(key)))
     }
 
-    /// Of a few entries sampled at random, the least recently touched one that may be evicted
-    /// (an expired one first).
+    /// The least recently touched key that may be evicted, approximately: a few entries
+    /// sampled at random join a small pool of the oldest candidates seen so far (as Redis's
+    /// eviction pool), and the oldest of the pool that is still as it was goes.
     fn lru_victim(&mut self, protect: Option<(NsId, &str)>) -> Option<(NsId, String)> {
         let total: usize = self.spaces.iter().map(|s| s.map.len()).sum();
         if total == 0 {
             return None;
         }
         let clock = self.touches as u32;
-        let mut best: Option<(u32, evict::Slot)> = None;
+        let age = |touched: u32| clock.wrapping_sub(touched);
         let mut kept = 0;
         for _ in 0..evict::MAX_LOOKS {
             let mut at = self.sampler.below(total);
@@ -617,16 +636,31 @@ impl Engine {
             if !self.evictable(ns as NsId, key, protect) {
                 continue;
             }
-            let age = clock.wrapping_sub(entry.touched);
-            if best.is_none_or(|(a, _)| age > a) {
-                best = Some((age, (ns as NsId, at)));
-            }
             kept += 1;
+            let touched = entry.touched;
+            let pool = &mut self.pool;
+            if !pool.iter().any(|c| c.1 == ns as NsId && *c.2 == *key) {
+                if pool.len() < evict::POOL_SIZE {
+                    pool.push((touched, ns as NsId, key.into()));
+                } else if let Some(youngest) = (0..pool.len()).min_by_key(|&i| age(pool[i].0)) {
+                    if age(touched) > age(pool[youngest].0) {
+                        pool[youngest] = (touched, ns as NsId, key.into());
+                    }
+                }
+            }
             if kept == evict::LRU_SAMPLES {
                 break;
             }
         }
-        best.map(|(_, (ns, at))| (ns, String::from(self.spaces[ns as usize].map.at(at).0)))
+        // The oldest candidate that still exists untouched since it was seen.
+        while let Some(oldest) = (0..self.pool.len()).max_by_key(|&i| age(self.pool[i].0)) {
+            let (touched, ns, key) = self.pool.swap_remove(oldest);
+            let current = self.spaces[ns as usize].map.get(&key).map(|e| e.touched);
+            if current == Some(touched) && self.evictable(ns, &key, protect) {
+                return Some((ns, key.into()));
+            }
+        }
+        None
     }
 
     /// Removes `key` for the memory cap: like a delete (pending for the backend), or with
@@ -983,6 +1017,26 @@ impl Engine {
             removed += usize::from(self.delete(ns, &key, now)?);
         }
         Ok(removed)
+    }
+
+    /// For a source-of-truth shell's `clear`: a pending delete (and a `Delete` change) for each
+    /// of `keys` that this engine does not hold — keys the backend holds and this engine never
+    /// fetched — so they leave the backend in the same batch as the held ones. Returns how
+    /// many it marked. Keys this engine holds are left to [`clear`](Engine::clear).
+    pub fn delete_unheld(&mut self, ns: NsId, keys: &[String], now: u64) -> Result<usize> {
+        self.check_ns(ns)?;
+        let mut marked = 0;
+        for key in keys {
+            validate_key(key)?;
+            if self.spaces[ns as usize].map.get(key).is_some() || self.is_pending(ns, key) {
+                continue;
+            }
+            self.mark(ns, key, now);
+            self.stats.deletes += 1;
+            self.note(ns, key, ChangeOp::Delete);
+            marked += 1;
+        }
+        Ok(marked)
     }
 
     /// Live keys that carry every tag in `tags`, sorted. No tags match nothing.

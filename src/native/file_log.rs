@@ -229,8 +229,10 @@ impl Backend for FileLog {
             inner.next_id = id.saturating_add(1);
         }
         if let Some((id, path, has_header, valid_len, tail)) = read.torn {
-            eprintln!(
-                "tidekv: warning: truncating a torn write of {tail} bytes at the end of {}",
+            log::warn!(
+                target: "tidekv",
+                "truncating a torn write of {tail} bytes at the end of {} (a crash during a flush; \
+                 every record before it is kept)",
                 path.display()
             );
             inner.stats.torn_tail_bytes = tail as u64;
@@ -682,8 +684,9 @@ fn read_segments(
             other => other,
         })?;
         for span in &scan.corrupt {
-            eprintln!(
-                "tidekv: warning: skipped {} corrupt bytes at offset {} of {} ({})",
+            log::warn!(
+                target: "tidekv",
+                "skipped {} corrupt bytes at offset {} of {} ({})",
                 span.len,
                 span.offset,
                 path.display(),

@@ -30,5 +30,5 @@ pub use memory::MemoryBackend;
 pub use options::{
     Durability, Options, SetOptions, DEFAULT_COMPACTION_MIN_SIZE, DEFAULT_SEGMENT_SIZE,
 };
-pub use store::{Namespace, Store};
+pub use store::{Entries, Namespace, Store};
 pub use syncer::Syncer;

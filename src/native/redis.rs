@@ -722,10 +722,17 @@ impl Watch {
     fn run(self, subscribed: std::sync::mpsc::Sender<()>) {
         let mut failures: u32 = 0;
         while !self.stop.load(Ordering::SeqCst) {
-            if self.subscribed(&subscribed).is_err() {
-                failures = failures.saturating_add(1);
-            } else {
-                failures = 0;
+            match self.subscribed(&subscribed) {
+                Err(e) => {
+                    if failures == 0 {
+                        log::warn!(
+                            target: "tidekv",
+                            "Redis invalidations lost ({e}): local copies dropped, reconnecting"
+                        );
+                    }
+                    failures = failures.saturating_add(1);
+                }
+                Ok(()) => failures = 0,
             }
             // While nobody listens, nothing can be trusted.
             {

@@ -69,6 +69,56 @@ pub(crate) struct Shared {
     syncer: Option<Arc<SyncerShared>>,
     /// What other writers of a shared backend changed lately (source-of-truth backends).
     remote: Mutex<RemoteLog>,
+    /// Loads of `get_or_insert_with` in progress, by namespace and key: later callers wait
+    /// for the first one's answer.
+    loads: Mutex<std::collections::HashMap<(NsId, String), Arc<Load>>>,
+}
+
+/// One `get_or_insert_with` load in progress: its answer, once there is one.
+#[derive(Default)]
+struct Load {
+    answer: Mutex<Option<std::result::Result<Bytes, String>>>,
+    ready: std::sync::Condvar,
+}
+
+impl Load {
+    fn publish(&self, answer: std::result::Result<Bytes, String>) {
+        *lock(&self.answer) = Some(answer);
+        self.ready.notify_all();
+    }
+
+    fn wait(&self) -> std::result::Result<Bytes, String> {
+        let mut answer = lock(&self.answer);
+        loop {
+            if let Some(answer) = answer.as_ref() {
+                return answer.clone();
+            }
+            answer = self
+                .ready
+                .wait(answer)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Publishes a load's answer and retires it, also when the loader panics (waiters then get
+/// [`Error::Load`] instead of waiting forever).
+struct LoadGuard<'a> {
+    shared: &'a Shared,
+    slot: (NsId, String),
+    load: Arc<Load>,
+    answer: Option<std::result::Result<Bytes, String>>,
+}
+
+impl Drop for LoadGuard<'_> {
+    fn drop(&mut self) {
+        let answer = self
+            .answer
+            .take()
+            .unwrap_or_else(|| Err("the loader panicked".into()));
+        lock(&self.shared.loads).remove(&self.slot);
+        self.load.publish(answer);
+    }
 }
 
 /// How many recent invalidations a store remembers to tell whether a fetch raced one.
@@ -404,13 +454,27 @@ impl Shared {
         let mut schedule = lock(&self.schedule);
         match &result {
             Ok(()) => {
+                if schedule.failures > 0 {
+                    log::info!(
+                        target: "tidekv",
+                        "flush succeeded after {} failed attempts",
+                        schedule.failures
+                    );
+                }
                 schedule.failures = 0;
                 schedule.retry_at = None;
             }
             Err(Error::Closed) => {}
-            Err(_) => {
+            Err(e) => {
                 schedule.failures = schedule.failures.saturating_add(1);
-                schedule.retry_at = Some(Instant::now() + backoff(schedule.failures));
+                let delay = backoff(schedule.failures);
+                schedule.retry_at = Some(Instant::now() + delay);
+                log::warn!(
+                    target: "tidekv",
+                    "flush failed ({} in a row), writes stay buffered, next try in {} ms: {e}",
+                    schedule.failures,
+                    delay.as_millis()
+                );
             }
         }
         result
@@ -497,10 +561,22 @@ impl Shared {
             Ok(None) => Ok(CompactionReport::default()),
             Err(e) => Err(e),
         };
-        if let Err(e) = &report {
-            lock(&self.state)
-                .engine
-                .note_error(&format!("compaction failed: {e}"));
+        match &report {
+            Ok(r) if r.segments_before > 0 => log::info!(
+                target: "tidekv",
+                "compaction: {} records in {} bytes rewritten as {} records in {} bytes",
+                r.records_before,
+                r.bytes_before,
+                r.records_after,
+                r.bytes_after
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!(target: "tidekv", "compaction failed, the old files stay: {e}");
+                lock(&self.state)
+                    .engine
+                    .note_error(&format!("compaction failed: {e}"));
+            }
         }
         report
     }
@@ -617,7 +693,10 @@ impl Drop for Owner {
         // Last handle dropped without close(): flush what is buffered and release the backend.
         if let Err(e) = self.0.close() {
             if !matches!(e, Error::Closed) {
-                eprintln!("tidekv: warning: closing a dropped store failed, unflushed changes are lost: {e}");
+                log::error!(
+                    target: "tidekv",
+                    "closing a dropped store failed, unflushed changes are lost: {e}"
+                );
             }
         }
     }
@@ -820,6 +899,7 @@ impl Store {
             on_change: options.on_change,
             syncer: options.syncer,
             remote: Mutex::new(RemoteLog::default()),
+            loads: Mutex::new(Default::default()),
         });
         if role == Role::SourceOfTruth {
             let changes = Arc::new(StoreChanges(Arc::downgrade(&shared)));
@@ -1116,6 +1196,192 @@ impl Namespace {
             *counts.entry(tag).or_default() += 1;
         }
         Ok(counts.into_iter().collect())
+    }
+
+    /// The value under `key`; if there is none, runs `loader`, stores what it returns with
+    /// `options` and returns it. When many threads miss the same key at once, the loader runs
+    /// once and every one of them gets its result (moka's `get_with`); a loader that fails —
+    /// or panics — fails every waiting call with [`Error::Load`] naming its error, and nothing
+    /// is stored.
+    ///
+    /// Errors: as [`get`](Namespace::get) and [`set_with`](Namespace::set_with) (the loaded
+    /// value is refused like any set's, and every waiter gets that error as
+    /// [`Error::Load`]), and [`Error::Load`].
+    ///
+    /// ```
+    /// use tidekv::{Options, SetOptions, Store};
+    /// # fn main() -> tidekv::Result<()> {
+    /// let store = Store::memory(Options::default())?;
+    /// let ttl = SetOptions::new().ttl(std::time::Duration::from_secs(60));
+    /// let v = store.get_or_insert_with("user:1", ttl.clone(), || Ok::<_, String>("ada"))?;
+    /// assert_eq!(&v[..], b"ada");
+    /// // Now cached: the loader does not run again.
+    /// let v = store.get_or_insert_with("user:1", ttl, || Err::<&str, _>("not called"))?;
+    /// assert_eq!(&v[..], b"ada");
+    /// # Ok(()) }
+    /// ```
+    pub fn get_or_insert_with<V, E, F>(
+        &self,
+        key: &str,
+        options: SetOptions,
+        loader: F,
+    ) -> Result<Bytes>
+    where
+        V: Into<Bytes>,
+        E: std::fmt::Display,
+        F: FnOnce() -> std::result::Result<V, E>,
+    {
+        if let Some(value) = self.get(key)? {
+            return Ok(value);
+        }
+        let shared = self.shared();
+        let slot = (self.id, key.to_string());
+        let (load, leader) = {
+            let mut loads = lock(&shared.loads);
+            match loads.get(&slot) {
+                Some(load) => (Arc::clone(load), false),
+                None => {
+                    let load = Arc::new(Load::default());
+                    loads.insert(slot.clone(), Arc::clone(&load));
+                    (load, true)
+                }
+            }
+        };
+        if !leader {
+            return load.wait().map_err(Error::Load);
+        }
+        let mut guard = LoadGuard {
+            shared,
+            slot,
+            load,
+            answer: None,
+        };
+        // Another leader may have stored the key between the first look and now.
+        let answer = match self.get(key) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => match loader() {
+                Ok(value) => {
+                    let value: Bytes = value.into();
+                    self.set_with(key, value.clone(), options)
+                        .map(|()| value)
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        guard.answer = Some(answer.clone());
+        drop(guard);
+        answer.map_err(Error::Load)
+    }
+
+    /// The live entries whose key starts with `prefix` (`""`: all), as (key, value, metadata),
+    /// in no particular order. The store's lock is held for one chunk of 256 entries at a time,
+    /// so reads and writes go on during a long walk: a key live for the whole walk is
+    /// returned exactly once, one set or deleted meanwhile may or may not be. Reading is not a
+    /// use (it updates no recency). On a [`Role::SourceOfTruth`] backend (Redis), the keys
+    /// [`keys`](Namespace::keys) lists, each read as [`get_with_metadata`] reads it.
+    ///
+    /// [`get_with_metadata`]: Namespace::get_with_metadata
+    pub fn entries(&self, prefix: &str) -> Result<Entries> {
+        let walk = if self.shared().role == Role::SourceOfTruth {
+            Walk::Listed(self.keys(prefix)?.into_iter())
+        } else {
+            Walk::Engine(
+                self.shared()
+                    .with(|engine, _| engine.entries_cursor(self.id, prefix))?,
+            )
+        };
+        Ok(Entries {
+            namespace: self.clone(),
+            walk,
+            chunk: std::collections::VecDeque::new(),
+        })
+    }
+
+    /// How many live keys the namespace holds. On a [`Role::SourceOfTruth`] backend, counted
+    /// by listing them ([`keys`](Namespace::keys)).
+    pub fn len(&self) -> Result<usize> {
+        if self.shared().role == Role::SourceOfTruth {
+            return Ok(self.keys("")?.len());
+        }
+        self.shared().with(|engine, now| engine.len(self.id, now))
+    }
+
+    /// Whether the namespace holds no live key.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Deletes every key of the namespace as one change: all the deletes go in one batch, so
+    /// they reach the backend together at the next flush (atomic per namespace; a crash
+    /// replays all of them or none). Returns how many live keys it removed. On a
+    /// [`Role::SourceOfTruth`] backend, the keys it lists ([`keys`](Namespace::keys)) — a key
+    /// another process adds meanwhile stays.
+    pub fn clear(&self) -> Result<usize> {
+        let listed = if self.shared().role == Role::SourceOfTruth {
+            self.keys("")?
+        } else {
+            Vec::new()
+        };
+        self.shared().with(|engine, now| {
+            let held = engine.clear(self.id, now)?;
+            Ok(held + engine.delete_unheld(self.id, &listed, now)?)
+        })
+    }
+}
+
+/// How an [`Entries`] walk finds its keys.
+enum Walk {
+    /// The engine holds every key: walk it in chunks.
+    Engine(crate::core::EntriesCursor),
+    /// A source of truth holds them: the keys it listed, read one by one.
+    Listed(std::vec::IntoIter<String>),
+}
+
+/// The iterator of [`Namespace::entries`]: (key, value, metadata) of each live entry. An
+/// `Err` item (the store was closed, Redis failed) ends nothing by itself: the caller decides.
+pub struct Entries {
+    namespace: Namespace,
+    walk: Walk,
+    chunk: std::collections::VecDeque<(String, Bytes, Metadata)>,
+}
+
+/// Entries an [`Entries`] walk takes per turn of the store's lock.
+const ENTRIES_CHUNK: usize = 256;
+
+impl Iterator for Entries {
+    type Item = Result<(String, Bytes, Metadata)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(entry) = self.chunk.pop_front() {
+                return Some(Ok(entry));
+            }
+            match &mut self.walk {
+                Walk::Engine(cursor) => {
+                    if cursor.is_done() {
+                        return None;
+                    }
+                    let chunk = self
+                        .namespace
+                        .shared()
+                        .with(|engine, now| engine.next_entries(cursor, ENTRIES_CHUNK, now));
+                    match chunk {
+                        Ok(chunk) => self.chunk.extend(chunk),
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                Walk::Listed(keys) => {
+                    let key = keys.next()?;
+                    match self.namespace.get_with_metadata(&key) {
+                        Ok(Some((value, meta))) => return Some(Ok((key, value, meta))),
+                        Ok(None) => continue,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -89,7 +89,10 @@ impl Syncer {
             .map_err(|e| {
                 // Without a thread the stores fall back to flushing on their own.
                 shared.running.store(false, Ordering::SeqCst);
-                eprintln!("tidekv: warning: could not start the syncer thread: {e}");
+                log::warn!(
+                    target: "tidekv",
+                    "could not start the syncer thread, stores flush on their own: {e}"
+                );
             })
             .ok();
         Syncer {
