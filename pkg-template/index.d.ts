@@ -26,6 +26,15 @@ export type BackendName = 'indexeddb' | 'fs' | 'memory';
  */
 export type Durability = 'buffered' | 'fsync' | 'strict';
 
+/**
+ * Which keys a memory cap (`maxMemory`) evicts first.
+ * - `'lru'` (default): the least recently used key (a get or a set uses it), sampled as Redis
+ *   does: of a few keys picked at random, the least recently used goes.
+ * - `'nearest-expiry'`: the key whose TTL runs out soonest (Redis's `volatile-ttl`); keys
+ *   without a TTL go least recently used first once no key with a TTL is left.
+ */
+export type EvictionPolicy = 'lru' | 'nearest-expiry';
+
 /** Options of `Store.memory()`. */
 export interface MemoryOptions {
   /** Pending bytes at which a flush starts. Default 1 MiB (1048576). */
@@ -36,6 +45,18 @@ export interface MemoryOptions {
   maxValueSize?: number;
   /** Compress persisted values of at least 1 KiB (LZ4). Default false. */
   compression?: boolean;
+  /**
+   * The most bytes the keys, values and metadata may take in memory (`stats().memoryBytes`
+   * counts them), a whole number of at least 1. Past it, each write evicts keys chosen by
+   * `eviction` until the store fits again; an evicted key is removed like a delete (from
+   * IndexedDB or the files too, at the next flush; a {@link RedisStore} drops only its local
+   * copy), counted in `stats().evictions` and reported as a `change` event with
+   * `op: 'evict'`. A single entry larger than the cap is refused (`'ValueTooLarge'`). Default:
+   * no cap. `0`, negative or fractional numbers are refused (`RangeError`, `'InvalidOption'`).
+   */
+  maxMemory?: number;
+  /** Which keys go first under `maxMemory`. Default `'lru'`. */
+  eviction?: EvictionPolicy;
 }
 
 /** Options of `Store.open()`. Unknown or ill-typed options reject with a `TypeError`. */
@@ -117,6 +138,23 @@ export interface Entry {
   metadata: Metadata;
 }
 
+/** One entry as `entries()` yields it: `for (const [key, value, metadata] of store.entries())`. */
+export type EntryTuple = [key: string, value: Value, metadata: Metadata];
+
+/**
+ * What `getOrSet` calls on a miss: returns (or resolves with) the value to store. Throwing,
+ * rejecting or giving `undefined` stores nothing and rejects every waiting `getOrSet`.
+ */
+export type Loader = () => Value | PromiseLike<Value>;
+
+/** What `import()` did. */
+export interface ImportReport {
+  /** Entries stored. */
+  loaded: number;
+  /** Entries skipped because their deadline had passed. */
+  expired: number;
+}
+
 /** One tag and how many live keys carry it. */
 export interface TagCount {
   tag: string;
@@ -135,6 +173,13 @@ export interface Stats {
   /** Keys held in memory (an expired key counts until it is swept or read). */
   keys: number;
   valueBytes: number;
+  /**
+   * Bytes the keyspace holds, as `maxMemory` counts them: each key, value and tag plus a fixed
+   * amount of bookkeeping per entry (about 140 bytes).
+   */
+  memoryBytes: number;
+  /** Keys the memory cap evicted. */
+  evictions: number;
   /** Bytes waiting for the backend, the batch in flight included. */
   bufferBytes: number;
   bufferSize: number;
@@ -213,13 +258,19 @@ export interface TidekvError extends Error {
 /** Called with every key removed by expiry (lazily or by a sweep). */
 export type ExpireListener = (key: string, namespace: string) => void;
 
+/**
+ * What happened to a key: a set (or TTL change), a delete that removed a live key, an expiry,
+ * or an eviction by the memory cap (`maxMemory`).
+ */
+export type ChangeOp = 'set' | 'delete' | 'expire' | 'evict';
+
 /** What a change listener hears about. */
 export interface ChangeEvent {
   key: string;
   /** `''` for the default namespace. */
   namespace: string;
-  /** A set (or TTL change), a delete that removed a live key, or an expiry. */
-  op: 'set' | 'delete' | 'expire';
+  /** See {@link ChangeOp}. */
+  op: ChangeOp;
   /**
    * `true` when another tab, worker or (for a {@link RedisStore}) another client of the Redis
    * server made the change; `false` for this store's own calls.
@@ -233,7 +284,7 @@ export type ChangeListener = (event: ChangeEvent) => void;
 /**
  * Called with every failed flush (the data stays buffered and is retried with backoff) and
  * every exception thrown by a `change` or `expire` listener (code `'ListenerError'`, the thrown value as
- * `cause`).
+ * `cause`). With no `error` listener, these go to `console.warn` instead.
  */
 export type ErrorListener = (error: TidekvError) => void;
 
@@ -283,6 +334,40 @@ export class Store {
   /** Live keys carrying every one of `tags`, sorted. */
   queryByTags(tags: string[]): string[];
   listTags(): TagCount[];
+  /**
+   * The value under `key` if it is live; else runs `loader` — once, however many calls miss
+   * the key while it runs: they all get the same promise — stores its value with `options`
+   * and resolves with it (as `get` would return it). A loader that throws or rejects rejects
+   * every waiting call with what it threw; one that gives `undefined` rejects them with a
+   * `TypeError`; nothing is stored then. A bad key or bad options reject as `set` throws,
+   * before the loader runs.
+   */
+  getOrSet(key: string, loader: Loader, options?: SetOptions): Promise<Value>;
+  /**
+   * The live entries whose key starts with `prefix` (default: all), in no particular order,
+   * walked 256 keys at a time: little memory whatever the store's size, and writes may go on
+   * meanwhile (a key live for the whole walk comes exactly once). Not counted as reads.
+   */
+  entries(prefix?: string): IterableIterator<EntryTuple>;
+  /** Live keys in this handle's namespace. */
+  readonly size: number;
+  /**
+   * Removes every key of this handle's namespace as one change (readers see all or none; it
+   * reaches the backend in one flush, durable at the next flush); returns how many were live.
+   */
+  clear(): number;
+  /**
+   * Every live entry of every namespace, whichever handle it is called on, in the JSON-lines
+   * format of `tidekv dump` (one line per entry; the value as text when it is UTF-8, else
+   * base64; the deadline in ms since the epoch or `null`).
+   */
+  export(): Promise<string>;
+  /**
+   * Loads a dump (`export()`'s or `tidekv dump`'s) into the namespaces its lines name, all or
+   * nothing: a bad line (a truncated last line included) rejects with a `RangeError` naming the
+   * line, and nothing is imported. Deadlines are kept; entries already expired are skipped.
+   */
+  import(text: string): Promise<ImportReport>;
   /** A handle to namespace `name` of the same store. */
   namespace(name: string): Store;
   /** Removes every expired key now; returns how many. */
@@ -337,6 +422,23 @@ export interface RedisStore {
   /** Live keys carrying every one of `tags`, sorted; never an expired key. */
   queryByTags(tags: string[]): Promise<string[]>;
   listTags(): Promise<TagCount[]>;
+  /**
+   * As `Store.getOrSet`, with the key looked up in memory, then in Redis. The loader runs once
+   * per process: two processes that miss at once each run theirs.
+   */
+  getOrSet(key: string, loader: Loader, options?: SetOptions): Promise<Value>;
+  /**
+   * The live entries whose key starts with `prefix` (default: all), sorted by key: what
+   * `keys(prefix)` lists, read 256 at a time. Use `for await`.
+   */
+  entries(prefix?: string): AsyncIterableIterator<EntryTuple>;
+  /** Live keys in this handle's namespace (one `SCAN`): a method, since it asks Redis. */
+  size(): Promise<number>;
+  /**
+   * Removes every key of this handle's namespace (all that `keys()` lists) as one change, one
+   * transaction in Redis; resolves with how many were live.
+   */
+  clear(): Promise<number>;
   /** A handle to namespace `name` of the same store. */
   namespace(name: string): RedisStore;
   /** Removes every expired local copy now; returns how many (Redis expires keys itself). */

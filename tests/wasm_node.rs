@@ -590,3 +590,158 @@ fn change_listeners_hear_sets_deletes_and_expiries_as_local_changes() {
     let codes = Array::from(&js("globalThis.__tidekvErrors"));
     assert_eq!(codes.get(0).as_string().as_deref(), Some("ListenerError"));
 }
+
+/// Awaits `promise`, returning what it settled with (`Err` if it rejected).
+async fn settled(promise: js_sys::Promise) -> Result<JsValue, JsValue> {
+    wasm_bindgen_futures::JsFuture::from(promise).await
+}
+
+#[wasm_bindgen_test]
+fn bad_memory_caps_and_eviction_policies_are_refused() {
+    for cap in ["0", "-1", "1.5", "Infinity", "NaN"] {
+        let msg = thrown(
+            JsStore::memory(opts(&format!("{{ maxMemory: {cap} }}"))),
+            "RangeError",
+            "InvalidOption",
+        );
+        assert!(msg.contains("maxMemory"), "{msg}");
+    }
+    thrown(
+        JsStore::memory(opts("{ maxMemory: '1mb' }")),
+        "TypeError",
+        "InvalidType",
+    );
+    let msg = thrown(
+        JsStore::memory(opts("{ eviction: 'fifo' }")),
+        "TypeError",
+        "InvalidType",
+    );
+    assert!(msg.contains("'lru', 'nearest-expiry'"), "{msg}");
+    let s = JsStore::memory(opts("{ maxMemory: 2000, eviction: 'nearest-expiry' }")).unwrap();
+    let stats = s.stats();
+    assert_eq!(get(&stats, "evictions").as_f64(), Some(0.0));
+    assert_eq!(get(&stats, "memoryBytes").as_f64(), Some(0.0));
+}
+
+#[wasm_bindgen_test]
+fn a_memory_cap_evicts_with_change_events_and_counts_in_stats() {
+    let s = JsStore::memory(opts("{ maxMemory: 3000 }")).unwrap();
+    js("globalThis.__tidekvEvicted = []");
+    s.on(
+        "change".into(),
+        js("(e) => e.op === 'evict' && globalThis.__tidekvEvicted.push(e.key)"),
+    )
+    .unwrap();
+    for i in 0..50 {
+        s.set(
+            format!("k{i}").into(),
+            "x".repeat(100).into(),
+            JsValue::UNDEFINED,
+        )
+        .unwrap();
+        assert!(get(&s.stats(), "memoryBytes").as_f64().unwrap() <= 3000.0);
+    }
+    let evicted = js("globalThis.__tidekvEvicted.length").as_f64().unwrap();
+    assert!(evicted > 0.0);
+    assert_eq!(get(&s.stats(), "evictions").as_f64(), Some(evicted));
+    assert_eq!(s.size().unwrap() + evicted, 50.0);
+}
+
+#[wasm_bindgen_test]
+async fn get_or_set_refuses_bad_arguments_before_the_loader_and_stores_nothing_when_it_fails() {
+    let s = store();
+    js("globalThis.__tidekvLoads = 0");
+    let never = js("() => { globalThis.__tidekvLoads += 1; return 'v'; }");
+    for (key, options, ctor, code) in [
+        ("''", "undefined", "RangeError", "InvalidKey"),
+        ("1", "undefined", "TypeError", "InvalidType"),
+        ("'k'", "({ ttl: 0 })", "RangeError", "InvalidTtl"),
+        ("'k'", "({ tags: [''] })", "RangeError", "InvalidName"),
+    ] {
+        let err = settled(s.get_or_set(js(key), never.clone(), js(options)))
+            .await
+            .unwrap_err();
+        let name = get(&get(&err, "constructor"), "name").as_string();
+        assert_eq!(name.as_deref(), Some(ctor), "{key} {options}");
+        assert_eq!(get(&err, "code").as_string().as_deref(), Some(code));
+    }
+    assert_eq!(js("globalThis.__tidekvLoads").as_f64(), Some(0.0));
+    let err = settled(s.get_or_set("k".into(), "v".into(), JsValue::UNDEFINED))
+        .await
+        .unwrap_err();
+    assert!(get(&err, "message").as_string().unwrap().contains("loader"));
+
+    let thrown_by_loader = settled(s.get_or_set(
+        "k".into(),
+        js("async () => { throw new Error('no data') }"),
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(
+        get(&thrown_by_loader, "message").as_string().as_deref(),
+        Some("no data")
+    );
+    let empty = settled(s.get_or_set("k".into(), js("() => undefined"), JsValue::UNDEFINED))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        get(&get(&empty, "constructor"), "name")
+            .as_string()
+            .as_deref(),
+        Some("TypeError")
+    );
+    assert!(!s.has("k".into()).unwrap());
+
+    let loaded = settled(s.get_or_set("k".into(), never.clone(), opts("{ tags: ['t'] }")))
+        .await
+        .unwrap();
+    assert_eq!(loaded.as_string().as_deref(), Some("v"));
+    assert_eq!(js("globalThis.__tidekvLoads").as_f64(), Some(1.0));
+    let again = settled(s.get_or_set("k".into(), never, JsValue::UNDEFINED))
+        .await
+        .unwrap();
+    assert_eq!(again.as_string().as_deref(), Some("v"));
+    assert_eq!(js("globalThis.__tidekvLoads").as_f64(), Some(1.0));
+}
+
+#[wasm_bindgen_test]
+async fn export_then_import_round_trips_every_kind_and_namespace() {
+    let s = store();
+    s.set(
+        "bin".into(),
+        js("new Uint8Array([0, 255])"),
+        JsValue::UNDEFINED,
+    )
+    .unwrap();
+    s.set("txt".into(), "a\"b\n".into(), opts("{ tags: ['t'] }"))
+        .unwrap();
+    s.namespace("ns".into())
+        .unwrap()
+        .set("j".into(), js("({ x: [1] })"), JsValue::UNDEFINED)
+        .unwrap();
+    let dump = settled(s.export_dump()).await.unwrap().as_string().unwrap();
+    assert_eq!(dump.lines().count(), 3);
+    assert!(
+        dump.contains(
+            r#""encoding":"base64","expires_at":null,"key":"bin","kind":"bytes","ns":"","tags":[]"#
+        ),
+        "{dump}"
+    );
+    assert!(dump.contains(r#""value":"AP8="}"#), "{dump}");
+    let t = store();
+    let report = settled(t.import_dump(dump.clone().into())).await.unwrap();
+    assert_eq!(get(&report, "loaded").as_f64(), Some(3.0));
+    let bin: Uint8Array = t.get("bin".into()).unwrap().dyn_into().unwrap();
+    assert_eq!(bin.to_vec(), vec![0, 255]);
+    assert_eq!(
+        t.get("txt".into()).unwrap().as_string().as_deref(),
+        Some("a\"b\n")
+    );
+    let j = t.namespace("ns".into()).unwrap().get("j".into()).unwrap();
+    assert_eq!(js_sys::JSON::stringify(&j).unwrap(), "{\"x\":[1]}");
+    let cut = &dump[..dump.len() - 5];
+    let err = settled(store().import_dump(cut.into())).await.unwrap_err();
+    let msg = get(&err, "message").as_string().unwrap();
+    assert!(msg.starts_with("tidekv: import: line 3: "), "{msg}");
+}

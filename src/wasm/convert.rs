@@ -46,6 +46,7 @@ export function listenerError(thrown) {
   e.code = 'ListenerError';
   return e;
 }
+export function warn(error) { console.warn(error); }
 export function makeError(ctor, message, code) {
   const e = ctor === 'TypeError' ? new TypeError(message) : ctor === 'RangeError' ? new RangeError(message) : new Error(message);
   e.code = code;
@@ -60,6 +61,14 @@ extern "C" {
     pub(crate) fn listener_error(thrown: &JsValue) -> JsValue;
     #[wasm_bindgen(js_name = makeError)]
     fn make_error(ctor: &str, message: &str, code: &str) -> JsValue;
+    /// Writes `error` to `console.warn`: where a failure goes when no `error` listener hears it.
+    pub(crate) fn warn(error: &JsValue);
+}
+
+/// A `RangeError` with code `InvalidValue`: input whose type is right but whose content is not
+/// (a malformed dump line).
+pub(crate) fn invalid_value(message: &str) -> JsValue {
+    make_error("RangeError", &format!("tidekv: {message}"), "InvalidValue")
 }
 
 /// A `TypeError` for a value of the wrong type.
@@ -287,6 +296,8 @@ pub(crate) fn stats_out(s: &Stats) -> JsValue {
         ("persists", num(s.persists)),
         ("keys", num(s.keys)),
         ("valueBytes", num(s.value_bytes)),
+        ("memoryBytes", num(s.memory_bytes)),
+        ("evictions", num(s.evictions)),
         ("bufferBytes", num(s.buffer_bytes)),
         ("bufferSize", num(s.buffer_size)),
         ("bufferUtilization", JsValue::from_f64(s.buffer_utilization)),

@@ -14,13 +14,16 @@ mod backend_node;
 #[cfg(feature = "node")]
 mod backend_redis;
 mod convert;
+mod dump;
 mod idb;
 mod options;
 mod scheduler;
 mod store;
 #[cfg(feature = "node")]
 mod store_redis;
+mod walk;
 
 pub use store::JsStore;
 #[cfg(feature = "node")]
-pub use store_redis::JsRedisStore;
+pub use store_redis::{JsRedisStore, RedisEntryChunks};
+pub use walk::EntryChunks;

@@ -7,7 +7,7 @@ use wasm_bindgen::JsValue;
 
 use super::convert::{js_result, options, positive, string, to_js, type_error};
 use super::scheduler;
-use crate::core::{log::validate_db_name, Config};
+use crate::core::{log::validate_db_name, Config, EvictionPolicy};
 use crate::Error;
 
 /// Where a store keeps its data.
@@ -61,8 +61,17 @@ const OPEN_OPTIONS: &[&str] = &[
     "maxValueSize",
     "persist",
     "redis",
+    "maxMemory",
+    "eviction",
 ];
-const MEMORY_OPTIONS: &[&str] = &["bufferSize", "flushInterval", "maxValueSize", "compression"];
+const MEMORY_OPTIONS: &[&str] = &[
+    "bufferSize",
+    "flushInterval",
+    "maxValueSize",
+    "compression",
+    "maxMemory",
+    "eviction",
+];
 
 fn one_of<'a>(value: &JsValue, option: &str, allowed: &[&'a str]) -> Result<&'a str, JsValue> {
     let got = string(value, &format!("option {option}"))?;
@@ -84,6 +93,15 @@ fn engine_option(config: &mut Config, name: &str, value: &JsValue) -> Result<boo
                     "flushInterval" => config.flush_interval_ms = n,
                     _ => config.max_value_size = n,
                 }
+            }
+        }
+        "maxMemory" => config.max_memory = positive(value, name)?,
+        "eviction" => {
+            if !value.is_undefined() {
+                config.eviction = match one_of(value, name, &["lru", "nearest-expiry"])? {
+                    "lru" => EvictionPolicy::Lru,
+                    _ => EvictionPolicy::NearestExpiry,
+                };
             }
         }
         "compression" => {

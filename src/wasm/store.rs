@@ -9,6 +9,7 @@
 //! ticks come from [`super::scheduler`]; this file never arms a timer itself.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 
@@ -20,14 +21,16 @@ use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
 use super::backend::{Backend, CompactReport};
 use super::backend_idb::IdbBackend;
 use super::convert::{
-    js_result, listener_error, metadata_out, millis, object, options, stats_out, string,
-    string_array, strings, tag_counts_out, to_js, type_error, value_in, value_out,
+    invalid_value, js_result, listener_error, metadata_out, millis, object, options, stats_out,
+    string, string_array, strings, tag_counts_out, to_js, type_error, value_in, value_out, warn,
 };
+use super::dump;
 use super::idb;
 use super::options::{memory_config, BackendKind, Durability, OpenOptions};
 use super::scheduler::{self, now};
-use crate::core::{BatchOp, Change, ChangeOp, Engine, NsId};
-use crate::Error;
+use super::walk::EntryChunks;
+use crate::core::{BatchOp, Change, ChangeOp, Config, Engine, NsId, Record};
+use crate::{Error, Kind};
 
 /// Retry delays after failed flushes grow from this, doubling, ...
 const RETRY_MIN_MS: u64 = 100;
@@ -74,6 +77,24 @@ pub(crate) struct Shared {
     compaction_queued: Cell<bool>,
     /// Browser storage figures, for an IndexedDB store (see [`Storage`]).
     storage: RefCell<Option<Storage>>,
+    /// The `getOrSet` loads running now, by (namespace, key): every caller that misses a key
+    /// while its loader runs gets the same promise.
+    loads: RefCell<HashMap<(NsId, String), Promise>>,
+}
+
+/// A checked `getOrSet` call whose key was not live: what to load and how to store it.
+pub(super) struct Load {
+    key: String,
+    loader: Function,
+    ttl_ms: Option<u64>,
+    tags: Vec<String>,
+}
+
+impl Load {
+    /// The key to load.
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 /// What `stats().storage` reports for an IndexedDB store.
@@ -122,6 +143,7 @@ impl Shared {
             reclaim_queued: Cell::new(false),
             compaction_queued: Cell::new(false),
             storage: RefCell::new(None),
+            loads: RefCell::default(),
         });
         scheduler::register(&shared, persistent);
         if let Some(backend) = &shared.backend {
@@ -461,12 +483,124 @@ impl Shared {
         }
     }
 
+    /// Calls the `error` listeners with `error`; with none, writes it to `console.warn`, so a
+    /// failure in the background is never silent.
     pub(super) fn emit_error(&self, error: &JsValue) {
         let listeners = self.listeners.borrow().error.clone();
+        if listeners.is_empty() {
+            warn(error);
+        }
         for listener in listeners {
             // A throwing error listener has nowhere left to report to.
             let _ = listener.call1(&JsValue::UNDEFINED, error);
         }
+    }
+
+    /// Checks the arguments of `getOrSet(key, loader, options)` as `set` would check them
+    /// (the key, the TTL, the tags), before any loader runs.
+    pub(super) fn load_of(
+        &self,
+        key: &JsValue,
+        loader: &JsValue,
+        opts: &JsValue,
+    ) -> Result<Load, JsValue> {
+        if self.closed.get() {
+            return Err(to_js(Error::Closed));
+        }
+        let key = string(key, "key")?;
+        let Some(loader) = loader.dyn_ref::<Function>().cloned() else {
+            return Err(type_error(
+                "getOrSet needs a loader: a function returning the value (or a promise of it)",
+            ));
+        };
+        let (ttl_ms, tags) = set_options(opts)?;
+        // The checks of a set, on an empty engine of the same configuration: nothing of this
+        // store is touched, and the loader never runs for a call set() would refuse.
+        let config = Config {
+            max_memory: None,
+            ..self.engine.borrow().config().clone()
+        };
+        let mut scratch = js_result(Engine::new(config))?;
+        js_result(scratch.set(
+            0,
+            &key,
+            Default::default(),
+            Kind::Bytes,
+            ttl_ms,
+            &tags,
+            now(),
+        ))?;
+        Ok(Load {
+            key,
+            loader,
+            ttl_ms,
+            tags,
+        })
+    }
+
+    /// The promise of the `getOrSet` load of `key` in namespace `ns` running now, if any.
+    pub(super) fn loading(&self, ns: NsId, key: &str) -> Option<Promise> {
+        self.loads.borrow().get(&(ns, key.to_string())).cloned()
+    }
+
+    /// Starts the `getOrSet` load `load` in namespace `ns`: `lookup` resolves with the key's
+    /// live value (or `undefined`); if there is none, the loader runs, its value is stored
+    /// with the call's options and is what the promise resolves with (as `get` would return
+    /// it). Callers that miss the same key meanwhile get the same promise ([`Self::loading`]).
+    /// A loader that throws or rejects rejects the promise with what it threw; one that gives
+    /// `undefined` rejects it with a `TypeError`; either way nothing is stored.
+    pub(super) fn load(
+        self: &Rc<Self>,
+        ns: NsId,
+        load: Load,
+        lookup: impl Future<Output = Result<JsValue, JsValue>> + 'static,
+    ) -> Promise {
+        let me = Rc::clone(self);
+        let slot = (ns, load.key.clone());
+        let done = slot.clone();
+        let promise = future_to_promise(async move {
+            // One turn first, so the promise is in `loads` before anything below can end.
+            let _ = JsFuture::from(Promise::resolve(&JsValue::UNDEFINED)).await;
+            let result = me.run_load(ns, load, lookup).await;
+            me.loads.borrow_mut().remove(&done);
+            result
+        });
+        self.loads.borrow_mut().insert(slot, promise.clone());
+        promise
+    }
+
+    async fn run_load(
+        self: &Rc<Self>,
+        ns: NsId,
+        load: Load,
+        lookup: impl Future<Output = Result<JsValue, JsValue>>,
+    ) -> Result<JsValue, JsValue> {
+        let found = lookup.await?;
+        if !found.is_undefined() {
+            return Ok(found);
+        }
+        let returned = load.loader.call0(&JsValue::UNDEFINED)?;
+        let value = JsFuture::from(Promise::resolve(&returned)).await?;
+        if value.is_undefined() {
+            return Err(type_error(&format!(
+                "the getOrSet loader of key {:?} returned undefined: return the value to store \
+                 (or throw); nothing was stored",
+                load.key
+            )));
+        }
+        let (bytes, kind) = value_in(&value)?;
+        self.with(|e, now| {
+            js_result(e.set(
+                ns,
+                &load.key,
+                bytes.clone(),
+                kind,
+                load.ttl_ms,
+                &load.tags,
+                now,
+            ))
+        })?;
+        value_out(&bytes, kind)
     }
 
     /// Whether `change` listeners are registered.
@@ -506,6 +640,78 @@ impl JsStore {
     pub(super) fn ns(&self) -> NsId {
         self.ns
     }
+
+    /// `import`: see there.
+    fn import_now(&self, text: &JsValue) -> Result<JsValue, JsValue> {
+        if !text.is_string() {
+            return Err(type_error(
+                "import takes a dump: the text `export()` or `tidekv dump` wrote",
+            ));
+        }
+        let text = string(text, "the dump")?;
+        let entries = dump::parse(&text).map_err(|why| invalid_value(&format!("import: {why}")))?;
+        self.shared.with(|e, now| {
+            // (namespace, the line of each op, the ops), namespaces in the order they appear.
+            let mut groups: Vec<(String, Vec<usize>, Vec<BatchOp>)> = Vec::new();
+            let mut expired = 0u64;
+            for entry in entries {
+                let ttl_ms = match entry.expires_at {
+                    Some(deadline) if deadline <= now => {
+                        expired += 1;
+                        continue;
+                    }
+                    deadline => deadline.map(|d| d - now),
+                };
+                let group = match groups.iter().position(|g| g.0 == entry.namespace) {
+                    Some(i) => &mut groups[i],
+                    None => {
+                        groups.push((entry.namespace, Vec::new(), Vec::new()));
+                        groups.last_mut().expect("just pushed")
+                    }
+                };
+                group.1.push(entry.line);
+                group.2.push(BatchOp::Set {
+                    key: entry.key,
+                    value: entry.value,
+                    kind: entry.kind,
+                    ttl_ms,
+                    tags: entry.tags,
+                });
+            }
+            let at_line = |lines: &[usize], index: usize, error: Error| {
+                let line = lines.get(index).or(lines.first()).copied().unwrap_or(0);
+                prefixed(to_js(error), &format!("import: line {line}"))
+            };
+            // Every op is checked on an empty engine of the same configuration first, so an op
+            // the engine refuses leaves this store untouched, whichever namespace it is in.
+            let config = Config {
+                track_changes: false,
+                track_expired: false,
+                ..e.config().clone()
+            };
+            let mut scratch = js_result(Engine::new(config))?;
+            for (name, lines, ops) in &groups {
+                let ns = scratch
+                    .namespace(name)
+                    .map_err(|err| at_line(lines, 0, err))?;
+                scratch
+                    .apply(ns, ops, now)
+                    .map_err(|err| at_line(lines, err.index, err.error))?;
+            }
+            drop(scratch);
+            let mut loaded = 0u64;
+            for (name, lines, ops) in &groups {
+                let ns = e.namespace(name).map_err(|err| at_line(lines, 0, err))?;
+                e.apply(ns, ops, now)
+                    .map_err(|err| at_line(lines, err.index, err.error))?;
+                loaded += ops.len() as u64;
+            }
+            Ok(object(&[
+                ("loaded", JsValue::from_f64(loaded as f64)),
+                ("expired", JsValue::from_f64(expired as f64)),
+            ]))
+        })
+    }
 }
 
 const SET_OPTIONS: &[&str] = &["ttl", "tags"];
@@ -514,14 +720,7 @@ const SET_OPTIONS: &[&str] = &["ttl", "tags"];
 fn set_op(key: &JsValue, value: &JsValue, opts: &JsValue) -> Result<BatchOp, JsValue> {
     let key = string(key, "key")?;
     let (value, kind) = value_in(value)?;
-    let mut ttl_ms = None;
-    let mut tags = Vec::new();
-    for (name, v) in options(opts, "set options", SET_OPTIONS)? {
-        match name.as_str() {
-            "ttl" => ttl_ms = millis(&v, "ttl")?,
-            _ => tags = strings(&v, "tags")?,
-        }
-    }
+    let (ttl_ms, tags) = set_options(opts)?;
     Ok(BatchOp::Set {
         key,
         value,
@@ -531,6 +730,19 @@ fn set_op(key: &JsValue, value: &JsValue, opts: &JsValue) -> Result<BatchOp, JsV
     })
 }
 
+/// The `ttl` and `tags` of set options (those of `set`, a `setMany` entry, `getOrSet`).
+fn set_options(opts: &JsValue) -> Result<(Option<u64>, Vec<String>), JsValue> {
+    let mut ttl_ms = None;
+    let mut tags = Vec::new();
+    for (name, v) in options(opts, "set options", SET_OPTIONS)? {
+        match name.as_str() {
+            "ttl" => ttl_ms = millis(&v, "ttl")?,
+            _ => tags = strings(&v, "tags")?,
+        }
+    }
+    Ok((ttl_ms, tags))
+}
+
 /// `value` as an array, or a `TypeError` saying `what`.
 fn array(value: &JsValue, what: &str) -> Result<Array, JsValue> {
     value.clone().dyn_into().map_err(|_| type_error(what))
@@ -538,12 +750,34 @@ fn array(value: &JsValue, what: &str) -> Result<Array, JsValue> {
 
 /// Names the batch entry an error is about in its message (`tidekv: setMany entry 3: ...`).
 fn at_index(error: JsValue, call: &str, index: usize) -> JsValue {
+    prefixed(error, &format!("{call} entry {index}"))
+}
+
+/// `error` with `what` in front of its message (`tidekv: <what>: ...`).
+fn prefixed(error: JsValue, what: &str) -> JsValue {
     if let Some(e) = error.dyn_ref::<js_sys::Error>() {
         let message = String::from(e.message());
         let rest = message.strip_prefix("tidekv: ").unwrap_or(&message);
-        e.set_message(&format!("tidekv: {call} entry {index}: {rest}"));
+        e.set_message(&format!("tidekv: {what}: {rest}"));
     }
     error
+}
+
+/// A promise settled with `result`.
+pub(super) fn settle(result: Result<JsValue, JsValue>) -> Promise {
+    match result {
+        Ok(value) => Promise::resolve(&value),
+        Err(error) => Promise::reject(&error),
+    }
+}
+
+/// A listing's `prefix` argument: `undefined` lists everything.
+pub(super) fn prefix_of(prefix: &JsValue) -> Result<String, JsValue> {
+    if prefix.is_undefined() {
+        Ok(String::new())
+    } else {
+        string(prefix, "prefix")
+    }
 }
 
 fn compact_out(report: CompactReport) -> JsValue {
@@ -752,11 +986,7 @@ impl JsStore {
 
     /// Live keys starting with `prefix` (default: all), sorted.
     pub fn keys(&self, prefix: JsValue) -> Result<JsValue, JsValue> {
-        let prefix = if prefix.is_undefined() {
-            String::new()
-        } else {
-            string(&prefix, "prefix")?
-        };
+        let prefix = prefix_of(&prefix)?;
         self.shared
             .with(|e, now| Ok(string_array(js_result(e.keys(self.ns, &prefix, now))?)))
     }
@@ -781,6 +1011,87 @@ impl JsStore {
                 counts.into_iter().map(|(tag, n)| (tag, n as f64)),
             ))
         })
+    }
+
+    /// Resolves with the value under `key` if it is live; else runs `loader` — once, however
+    /// many calls miss the key while it runs: they all get the same promise — stores what it
+    /// returns (or resolves with) with `options` (`ttl`, `tags`, as `set`), and resolves with
+    /// the value as `get` returns it. A loader that throws or rejects rejects every waiting
+    /// call with what it threw, and one that gives `undefined` with a `TypeError`; nothing is
+    /// stored then. A bad key or bad options reject as `set` throws, before the loader runs.
+    #[wasm_bindgen(js_name = getOrSet)]
+    pub fn get_or_set(&self, key: JsValue, loader: JsValue, opts: JsValue) -> Promise {
+        let load = match self.shared.load_of(&key, &loader, &opts) {
+            Ok(load) => load,
+            Err(e) => return Promise::reject(&e),
+        };
+        if let Some(running) = self.shared.loading(self.ns, load.key()) {
+            return running;
+        }
+        match self.get(key) {
+            Ok(found) if found.is_undefined() => self
+                .shared
+                .load(self.ns, load, async { Ok(JsValue::UNDEFINED) }),
+            found => settle(found),
+        }
+    }
+
+    /// An iterator over the live entries whose key starts with `prefix` (default: all), as
+    /// `[key, value, metadata]` arrays (value and metadata as `getWithMetadata` gives them), in
+    /// no particular order. It walks the store 256 keys at a time, so it costs little memory
+    /// whatever the store's size, and writes may go on meanwhile: a key live for the whole walk
+    /// comes exactly once, a key set or deleted during it may or may not. Reading this way does
+    /// not count as a use (stats and recency stay as they were).
+    pub fn entries(&self, prefix: JsValue) -> Result<JsValue, JsValue> {
+        let prefix = prefix_of(&prefix)?;
+        EntryChunks::start(&self.shared, self.ns, &prefix)
+    }
+
+    /// The number of live keys in this handle's namespace.
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> Result<f64, JsValue> {
+        self.shared
+            .with(|e, now| Ok(js_result(e.len(self.ns, now))? as f64))
+    }
+
+    /// Removes every key of this handle's namespace as one change: readers see all of it or
+    /// none, and it reaches the backend in one flush (durable at the next flush). Returns how
+    /// many live keys it removed.
+    pub fn clear(&self) -> Result<f64, JsValue> {
+        self.shared
+            .with(|e, now| Ok(js_result(e.clear(self.ns, now))? as f64))
+    }
+
+    /// Resolves with every live entry of every namespace of the store, whichever handle it is
+    /// called on, in the JSON-lines format `tidekv dump` writes: one line per entry, fields
+    /// `created_at, encoding, expires_at, key, kind, ns, tags, updated_at, value`, the value
+    /// as text when it is UTF-8 and base64 otherwise, the deadline in ms since the epoch or
+    /// `null`. `tidekv load` and `import` read it.
+    #[wasm_bindgen(js_name = export)]
+    pub fn export_dump(&self) -> Promise {
+        settle(self.shared.with(|e, now| {
+            let mut out = String::new();
+            for record in e.snapshot(now) {
+                if let Record::Put(put) = record {
+                    out.push_str(&dump::line(&put));
+                    out.push('\n');
+                }
+            }
+            Ok(JsValue::from(out))
+        }))
+    }
+
+    /// Loads a dump (`tidekv dump`'s or `export`'s format) into the namespaces its lines name,
+    /// all or nothing: every line is read and checked first (as `tidekv load` and `set` check
+    /// it), and a bad one rejects — a `RangeError` whose message names the line and what is
+    /// wrong with it, a truncated last line included — with nothing imported. Then it is one
+    /// change: readers see all of it or none, and it reaches the backend in one flush. Each
+    /// deadline is kept; an entry whose deadline has passed is skipped. Created and updated
+    /// times become the time of the import, as with `tidekv load`. Resolves with `{ loaded,
+    /// expired }`.
+    #[wasm_bindgen(js_name = import)]
+    pub fn import_dump(&self, text: JsValue) -> Promise {
+        settle(self.import_now(&text))
     }
 
     /// Applies batch ops (all or nothing), naming the entry an engine error is about.

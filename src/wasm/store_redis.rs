@@ -16,7 +16,7 @@
 //! news.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::rc::Rc;
 
 use js_sys::{Array, Promise};
@@ -29,7 +29,8 @@ use super::convert::{
     js_result, millis, object, string, string_array, strings, tag_counts_out, to_js, type_error,
 };
 use super::options::OpenOptions;
-use super::store::{JsStore, Shared};
+use super::store::{prefix_of, JsStore, Shared};
+use super::walk::{entry_out, iterate_async, CHUNK};
 use crate::core::{Engine, NsId};
 use crate::{Error, Record};
 
@@ -50,7 +51,13 @@ struct Core {
 /// `Backend` error naming the cause), turns tracking on, and loads nothing.
 pub(super) async fn open(opts: OpenOptions) -> Result<JsValue, JsValue> {
     let url = opts.redis.as_deref().unwrap_or_default();
-    let engine = js_result(Engine::new(opts.config.clone()))?;
+    // Under a memory cap only local copies go: Redis keeps the data, and a key with a change
+    // not yet confirmed by Redis is never evicted.
+    let config = crate::core::Config {
+        evict_copies_only: true,
+        ..opts.config.clone()
+    };
+    let engine = js_result(Engine::new(config))?;
     let backend = js_result(RedisBackend::open(url, &opts.name).await)?;
     let shared = Shared::new(engine, Some(backend.clone() as Rc<dyn Backend>), Vec::new());
     let core = Rc::new(Core {
@@ -239,6 +246,26 @@ impl Core {
         })
     }
 
+    /// The live keys of namespace `ns` starting with `prefix`, sorted: Redis's (by `SCAN`)
+    /// merged with this store's unconfirmed changes.
+    async fn live_keys(&self, ns: NsId, prefix: &str) -> Result<Vec<String>, JsValue> {
+        let namespace = {
+            let engine = self.shared.engine.borrow();
+            js_result(engine.namespace_name(ns))?.to_string()
+        };
+        let held = self
+            .backend
+            .scan_keys(&namespace, prefix)
+            .await
+            .map_err(to_js)?;
+        self.shared.with(|e, now| {
+            let mut keys: BTreeSet<String> =
+                js_result(e.keys(ns, prefix, now))?.into_iter().collect();
+            keys.extend(held.into_iter().filter(|k| !e.is_local(ns, k)));
+            Ok(keys.into_iter().collect())
+        })
+    }
+
     /// The keys (in namespace `ns`, named `namespace`) with a change not confirmed yet.
     fn unconfirmed(&self, e: &Engine, ns: NsId, namespace: &str) -> Vec<String> {
         let mut keys: BTreeSet<String> = e
@@ -378,25 +405,72 @@ impl JsRedisStore {
     pub fn keys(&self, prefix: JsValue) -> Promise {
         let core = Rc::clone(&self.core);
         let ns = self.ns;
-        let namespace = self.namespace_name();
+        let prefix = prefix_of(&prefix);
+        future_to_promise(async move { Ok(string_array(core.live_keys(ns, &prefix?).await?)) })
+    }
+
+    /// As `Store.getOrSet`: resolves with the live value of `key` — from memory, or read from
+    /// Redis — and otherwise runs `loader` once, however many calls miss the key meanwhile,
+    /// stores its value (buffered, flushed to Redis with the next batch) and resolves with it.
+    /// The loader runs in this process only: two processes that miss at once each run theirs.
+    #[wasm_bindgen(js_name = getOrSet)]
+    pub fn get_or_set(&self, key: JsValue, loader: JsValue, opts: JsValue) -> Promise {
+        let shared = &self.core.shared;
+        let load = match shared.load_of(&key, &loader, &opts) {
+            Ok(load) => load,
+            Err(e) => return Promise::reject(&e),
+        };
+        if let Some(running) = shared.loading(self.ns, load.key()) {
+            return running;
+        }
+        let core = Rc::clone(&self.core);
+        let ns = self.ns;
+        let wanted = load.key().to_string();
+        shared.load(ns, load, async move {
+            core.fetch_missing(ns, std::slice::from_ref(&wanted))
+                .await?;
+            JsStore::bound(Rc::clone(&core.shared), ns).get(JsValue::from(wanted))
+        })
+    }
+
+    /// An async iterator over the live entries whose key starts with `prefix` (default: all),
+    /// as `[key, value, metadata]` arrays, sorted by key: the keys `keys(prefix)` lists, read
+    /// 256 at a time (from memory, or from Redis in one round trip per chunk). A key deleted
+    /// after the listing is skipped. Use `for await`.
+    pub fn entries(&self, prefix: JsValue) -> Result<JsValue, JsValue> {
+        let prefix = prefix_of(&prefix)?;
+        let chunks = RedisEntryChunks {
+            core: Rc::clone(&self.core),
+            ns: self.ns,
+            walk: Rc::new(RefCell::new(Walk { prefix, keys: None })),
+        };
+        Ok(iterate_async(chunks.into()))
+    }
+
+    /// Resolves with the number of live keys in this handle's namespace: those Redis holds
+    /// and this store's unflushed ones (`keys().length`, one `SCAN` of the namespace). A method
+    /// rather than `Store`'s `size` getter, because it needs Redis.
+    pub fn size(&self) -> Promise {
+        let core = Rc::clone(&self.core);
+        let ns = self.ns;
         future_to_promise(async move {
-            let prefix = if prefix.is_undefined() {
-                String::new()
-            } else {
-                string(&prefix, "prefix")?
-            };
-            let namespace = namespace?;
-            let held = core
-                .backend
-                .scan_keys(&namespace, &prefix)
-                .await
-                .map_err(to_js)?;
-            core.shared.with(|e, now| {
-                let mut keys: BTreeSet<String> =
-                    js_result(e.keys(ns, &prefix, now))?.into_iter().collect();
-                keys.extend(held.into_iter().filter(|k| !e.is_local(ns, k)));
-                Ok(string_array(keys))
-            })
+            Ok(JsValue::from_f64(core.live_keys(ns, "").await?.len() as f64))
+        })
+    }
+
+    /// Removes every key of this handle's namespace — all that `keys()` lists, Redis's and
+    /// this store's — as one change, flushed to Redis in one transaction; resolves with how
+    /// many live keys it removed. A key another client writes while the listing runs may stay.
+    pub fn clear(&self) -> Promise {
+        let core = Rc::clone(&self.core);
+        let ns = self.ns;
+        future_to_promise(async move {
+            let keys = core.live_keys(ns, "").await?;
+            // Deleting a key needs its copy: fetched here, deleted in the same turn.
+            core.fetch_missing(ns, &keys).await?;
+            let removed =
+                JsStore::bound(Rc::clone(&core.shared), ns).delete_many(string_array(keys))?;
+            Ok(JsValue::from_f64(f64::from(removed)))
         })
     }
 
@@ -532,5 +606,59 @@ impl JsRedisStore {
     /// Flushes, then closes both connections; later calls fail with code `Closed`.
     pub fn close(&self) -> Promise {
         self.local().close()
+    }
+}
+
+/// Where a `RedisStore.entries()` walk stands.
+struct Walk {
+    prefix: String,
+    /// The keys still to read; `None` until they are listed (at the first chunk).
+    keys: Option<VecDeque<String>>,
+}
+
+/// The walk behind `RedisStore.entries()` (internal; the async iterator `entries()` returns
+/// wraps it).
+#[wasm_bindgen]
+pub struct RedisEntryChunks {
+    core: Rc<Core>,
+    ns: NsId,
+    walk: Rc<RefCell<Walk>>,
+}
+
+#[wasm_bindgen]
+impl RedisEntryChunks {
+    /// Resolves with the next entries (`[key, value, metadata]` arrays), or `null` once the
+    /// walk is over. Rejects with code `Backend` when Redis must be asked and cannot be.
+    pub fn chunk(&self) -> Promise {
+        let core = Rc::clone(&self.core);
+        let ns = self.ns;
+        let walk = Rc::clone(&self.walk);
+        future_to_promise(async move {
+            let listed = walk.borrow().keys.is_some();
+            if !listed {
+                let prefix = walk.borrow().prefix.clone();
+                let keys = core.live_keys(ns, &prefix).await?;
+                walk.borrow_mut().keys = Some(keys.into());
+            }
+            let chunk: Vec<String> = {
+                let mut walk = walk.borrow_mut();
+                let keys = walk.keys.get_or_insert_with(VecDeque::new);
+                let n = keys.len().min(CHUNK);
+                keys.drain(..n).collect()
+            };
+            if chunk.is_empty() {
+                return Ok(JsValue::NULL);
+            }
+            core.fetch_missing(ns, &chunk).await?;
+            core.shared.with(|e, now| {
+                let out = Array::new();
+                for key in chunk {
+                    if let Some((value, meta)) = js_result(e.get_with_metadata(ns, &key, now))? {
+                        out.push(&entry_out(&key, &value, meta)?);
+                    }
+                }
+                Ok(out.into())
+            })
+        })
     }
 }

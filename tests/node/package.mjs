@@ -56,3 +56,13 @@ export function buildRustExample() {
   const target = process.env.CARGO_TARGET_DIR ?? join(repo, 'target');
   return join(target, 'debug', 'examples', 'cross_target');
 }
+
+/**
+ * Builds the Rust CLI (`tidekv`) with the features of the suite's `cargo test --all-features`,
+ * so that build is reused (a build failure fails the test); returns its path.
+ */
+export function buildRustCli() {
+  execFileSync('cargo', ['build', '--quiet', '--all-features', '--bin', 'tidekv'], { cwd: repo, stdio: ['ignore', 'ignore', 'inherit'] });
+  const target = process.env.CARGO_TARGET_DIR ?? join(repo, 'target');
+  return join(target, 'debug', 'tidekv');
+}

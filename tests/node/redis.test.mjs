@@ -9,7 +9,7 @@ import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { appDir, importTidekv, repo } from './package.mjs';
+import { appDir, buildRustCli, importTidekv } from './package.mjs';
 
 let Store;
 let server;
@@ -297,11 +297,7 @@ test('the browser build never imports redis', () => {
 });
 
 /** The Rust CLI built with Redis support (a build failure fails the test). */
-function rustCli() {
-  execFileSync('cargo', ['build', '--quiet', '--all-features', '--bin', 'tidekv'], { cwd: repo, stdio: ['ignore', 'ignore', 'inherit'] });
-  const target = process.env.CARGO_TARGET_DIR ?? join(repo, 'target');
-  return join(target, 'debug', 'tidekv');
-}
+const rustCli = buildRustCli;
 
 test('a key written by the Rust CLI is read by Node.js and one written by Node.js by the CLI', async () => {
   const bin = rustCli();
@@ -322,4 +318,84 @@ test('a key written by the Rust CLI is read by Node.js and one written by Node.j
   rust('set', 'from-node', 'changed');
   assert.equal(await until(async () => (await s.get('from-node')) === 'changed'), true);
   await s.close();
+});
+
+test('under maxMemory a Redis store evicts only its local copies: Redis keeps every key, unflushed ones are never evicted', async () => {
+  const name = fresh();
+  const a = await open(name, { maxMemory: 8_000, flushInterval: 60_000 });
+  const evicted = [];
+  a.on('change', (e) => e.op === 'evict' && evicted.push(e.key));
+  for (let i = 0; i < 40; i++) a.set(`k${i}`, 'x'.repeat(300));
+  // Nothing is confirmed by Redis yet, so nothing may go: the store holds all 40 over the cap.
+  assert.equal(a.stats().evictions, 0);
+  await a.flush();
+  for (let i = 40; i < 80; i++) {
+    a.set(`k${i}`, 'x'.repeat(300));
+    await a.flush();
+  }
+  assert.ok(a.stats().evictions > 0, 'confirmed copies were evicted');
+  assert.equal(a.stats().evictions, evicted.length);
+  assert.equal(cli('EXISTS', ...evicted.map((k) => `{tidekv:${name}:}:k:${k}`)), String(evicted.length), 'Redis still holds every evicted key');
+  assert.equal(await a.get(evicted[0]), 'x'.repeat(300), 'an evicted key is read back from Redis');
+  assert.equal(await a.size(), 80);
+  await assert.rejects(open(fresh(), { maxMemory: 0 }), (e) => e instanceof RangeError && e.code === 'InvalidOption');
+  await a.close();
+});
+
+test('RedisStore.getOrSet finds keys in Redis and runs one loader for 100 concurrent misses; a failing loader stores nothing', async () => {
+  const name = fresh();
+  const a = await open(name);
+  const b = await open(name);
+  a.set('held', 'in redis');
+  await a.flush();
+  assert.equal(await b.getOrSet('held', () => assert.fail('the loader ran for a key Redis holds')), 'in redis');
+  let calls = 0;
+  const loader = async () => {
+    calls += 1;
+    await sleep(20);
+    return { loaded: true };
+  };
+  const results = await Promise.all(Array.from({ length: 100 }, () => b.getOrSet('hot', loader, { tags: ['t'] })));
+  assert.equal(calls, 1);
+  for (const r of results) assert.deepEqual(r, { loaded: true });
+  await b.flush();
+  assert.deepEqual(await a.get('hot'), { loaded: true }, 'the loaded value reached Redis');
+  assert.deepEqual(await a.queryByTags(['t']), ['hot']);
+  const boom = new Error('no');
+  const failed = await Promise.allSettled([b.getOrSet('bad', () => Promise.reject(boom)), b.getOrSet('bad', () => 'never')]);
+  assert.deepEqual(failed.map((o) => o.reason), [boom, boom]);
+  await assert.rejects(b.getOrSet('nothing', async () => undefined), (e) => e instanceof TypeError);
+  await assert.rejects(b.getOrSet('', () => 1), (e) => e.code === 'InvalidKey');
+  assert.equal(await b.has('bad'), false);
+  assert.equal(await b.has('nothing'), false);
+  await a.close();
+  await b.close();
+});
+
+test('RedisStore entries(), size() and clear() cover Redis and unflushed keys; clear removes them from Redis', async () => {
+  const name = fresh();
+  const a = await open(name);
+  const b = await open(name);
+  for (let i = 0; i < 300; i++) a.set(`k${String(i).padStart(3, '0')}`, i, { tags: ['n'] });
+  a.namespace('other').set('x', 'kept');
+  await a.flush();
+  b.set('unflushed', 'local');
+  const seen = [];
+  for await (const [key, value, metadata] of b.entries()) seen.push([key, value, metadata.tags]);
+  assert.equal(seen.length, 301);
+  assert.deepEqual(seen[0], ['k000', 0, ['n']]);
+  assert.deepEqual(seen[300], ['unflushed', 'local', []]);
+  const prefixed = [];
+  for await (const [key] of b.entries('k29')) prefixed.push(key);
+  assert.deepEqual(prefixed, Array.from({ length: 10 }, (_, i) => `k29${i}`));
+  assert.equal(await b.size(), 301);
+  assert.equal(await b.clear(), 301);
+  assert.equal(await b.size(), 0);
+  await b.flush();
+  assert.equal(cli('EXISTS', `{tidekv:${name}:}:k:k000`), '0');
+  assert.equal(await a.size(), 0);
+  assert.deepEqual(await a.keys(), []);
+  assert.equal(await a.namespace('other').get('x'), 'kept');
+  await a.close();
+  await b.close();
 });

@@ -1,7 +1,7 @@
 // Compiled (never run) by types.test.mjs with `tsc --strict` against the installed package:
 // the public types accept what the docs promise and reject misuse (@ts-expect-error lines).
 import { Store } from 'tidekv';
-import type { ChangeEvent, CompactReport, Entry, Metadata, OpenOptions, RedisOpenOptions, RedisStats, RedisStore, Stats, StorageStats, TagCount, TidekvError, Value } from 'tidekv';
+import type { ChangeEvent, ChangeOp, CompactReport, Entry, EntryTuple, EvictionPolicy, ImportReport, Loader, Metadata, OpenOptions, RedisOpenOptions, RedisStats, RedisStore, Stats, StorageStats, TagCount, TidekvError, Value } from 'tidekv';
 
 export async function usage(): Promise<void> {
   const options: OpenOptions = { name: 'app', path: './data', backend: 'fs', durability: 'fsync', bufferSize: 1024, flushInterval: 100, compression: true, maxValueSize: 10 };
@@ -53,6 +53,44 @@ export async function usage(): Promise<void> {
   // @ts-expect-error: a change listener gets one event object
   memory.on('change', (key: string, namespace: string) => void [key, namespace]);
   void [value, expiresAt, ttl, keys, tagged, counts, lastError, report, removed, persisted];
+}
+
+export async function cacheUsage(): Promise<void> {
+  const policy: EvictionPolicy = 'nearest-expiry';
+  const store = await Store.open({ name: 'cache', maxMemory: 64 * 1024 * 1024, eviction: policy });
+  const capped = Store.memory({ maxMemory: 1024, eviction: 'lru' });
+  const { memoryBytes, evictions }: Stats = capped.stats();
+  const op: ChangeOp = 'evict';
+  store.on('change', (e: ChangeEvent) => void (e.op === op));
+  const loader: Loader = async () => ({ name: 'Ada' });
+  const loaded: Value = await store.getOrSet('user:1', loader, { ttl: 60_000, tags: ['users'] });
+  const sync: Value = await store.getOrSet('n', () => 1);
+  for (const [key, value, metadata] of store.entries('user:')) void [key.length, value, metadata.expiresAt];
+  const first: EntryTuple | undefined = store.entries().next().value ?? undefined;
+  const size: number = store.size;
+  const cleared: number = store.clear();
+  const dump: string = await store.export();
+  const imported: ImportReport = await store.import(dump);
+  const counts: number = imported.loaded + imported.expired;
+  // @ts-expect-error: size is a read-only property
+  store.size = 3;
+  // @ts-expect-error: not a policy
+  Store.memory({ eviction: 'fifo' });
+  // @ts-expect-error: maxMemory is a number of bytes
+  Store.memory({ maxMemory: '64mb' });
+  // @ts-expect-error: a loader takes no arguments and returns a value
+  await store.getOrSet('k', (key: string) => key);
+  // @ts-expect-error: import takes the dump text
+  await store.import([dump]);
+
+  const redis: RedisStore = await Store.open({ redis: 'redis://127.0.0.1:6379/', maxMemory: 1 << 20 });
+  const fromRedis: Value = await redis.getOrSet('k', async () => 'v');
+  for await (const [key, value, metadata] of redis.entries()) void [key, value, metadata.tags];
+  const redisSize: number = await redis.size();
+  const redisCleared: number = await redis.clear();
+  // @ts-expect-error: a Redis store's entries are async
+  for (const entry of redis.entries()) void entry;
+  void [memoryBytes, evictions, loaded, sync, first, size, cleared, counts, fromRedis, redisSize, redisCleared];
 }
 
 export async function redisUsage(): Promise<void> {
