@@ -43,6 +43,9 @@ TIDEKV_APP_DIR=$(node tests/node/package.mjs)
 export TIDEKV_APP_DIR
 echo "installed in $TIDEKV_APP_DIR"
 
+step "ready to publish: cargo package --list, cargo publish --dry-run, npm publish --dry-run"
+bash scripts/publish-check.sh
+
 step "npm package under Node.js: files, lock, exit, bad input, types, cross-target with Rust"
 node --test tests/node/
 

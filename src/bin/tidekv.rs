@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use tidekv::{
@@ -384,8 +383,8 @@ fn run(store: &Store, cli: &Cli, now: u64) -> Result<(), Failure> {
         }
         Command::Dump => {
             for record in store.snapshot()? {
-                if let Some(line) = dump_line(&record) {
-                    writeln!(out, "{line}")?;
+                if let Record::Put(p) = &record {
+                    writeln!(out, "{}", tidekv::core::dump::line(p))?;
                 }
             }
         }
@@ -438,33 +437,6 @@ fn print_stats(store: &Store, out: &mut impl Write) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// One entry as a JSON line: `{"ns","key","kind","value","encoding","tags","expires_at",
-/// "created_at","updated_at"}`; `encoding` is `utf8` or `base64`.
-fn dump_line(record: &Record) -> Option<String> {
-    let Record::Put(p) = record else {
-        return None;
-    };
-    let (value, encoding) = match std::str::from_utf8(&p.value) {
-        Ok(text) => (text.to_string(), "utf8"),
-        Err(_) => (
-            base64::engine::general_purpose::STANDARD.encode(&p.value),
-            "base64",
-        ),
-    };
-    let line = json!({
-        "ns": p.namespace,
-        "key": p.key,
-        "kind": p.kind.as_str(),
-        "value": value,
-        "encoding": encoding,
-        "tags": p.tags,
-        "expires_at": p.expires_at,
-        "created_at": p.created_at,
-        "updated_at": p.updated_at,
-    });
-    Some(line.to_string())
 }
 
 /// One checked line of a dump: where it goes and what to store.
@@ -524,76 +496,21 @@ fn apply_lines(store: &Store, lines: &[Line]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Checks one dump line. `Ok(None)`: its deadline has passed (skipped).
+/// Checks one dump line (the format is `tidekv::core::dump`'s, shared with JavaScript's
+/// `import`). `Ok(None)`: its deadline has passed (skipped).
 fn parse_line(line: &str, now: u64) -> Result<Option<Line>, String> {
-    let entry: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    if !entry.is_object() {
-        return Err("not a JSON object".into());
-    }
-    let text = |field: &str| -> Result<Option<&str>, String> {
-        match &entry[field] {
-            Value::Null => Ok(None),
-            Value::String(s) => Ok(Some(s)),
-            _ => Err(format!("`{field}` must be a string")),
+    let entry = tidekv::core::dump::parse_line(line, 0)?;
+    let mut options = SetOptions::new().kind(entry.kind).tags(entry.tags);
+    if let Some(deadline) = entry.expires_at {
+        if deadline <= now {
+            return Ok(None);
         }
-    };
-    let ns = text("ns")?.unwrap_or("").to_string();
-    let key = text("key")?.ok_or("`key` is missing")?.to_string();
-    let encoding = text("encoding")?.unwrap_or("utf8");
-    let (value, natural) = match &entry["value"] {
-        Value::Null if entry.get("value").is_none() => return Err("`value` is missing".into()),
-        Value::String(raw) => match encoding {
-            "utf8" => (raw.as_bytes().to_vec(), Kind::Text),
-            "base64" => (
-                base64::engine::general_purpose::STANDARD
-                    .decode(raw)
-                    .map_err(|e| format!("bad base64 value: {e}"))?,
-                Kind::Bytes,
-            ),
-            other => return Err(format!("unknown encoding {other:?}")),
-        },
-        // Any other JSON value is the value itself, stored as JSON.
-        other => (other.to_string().into_bytes(), Kind::Json),
-    };
-    let kind = match text("kind")? {
-        None => natural,
-        Some("bytes") => Kind::Bytes,
-        Some("text") => Kind::Text,
-        Some("json") => Kind::Json,
-        Some(other) => return Err(format!("unknown kind {other:?}")),
-    };
-    if kind == Kind::Json && serde_json::from_slice::<Value>(&value).is_err() {
-        return Err("`kind` is json but the value is not JSON".into());
-    }
-    if kind == Kind::Text && std::str::from_utf8(&value).is_err() {
-        return Err("`kind` is text but the value is not UTF-8".into());
-    }
-    let tags = match &entry["tags"] {
-        Value::Null => Vec::new(),
-        Value::Array(tags) => tags
-            .iter()
-            .map(|t| t.as_str().map(String::from))
-            .collect::<Option<Vec<_>>>()
-            .ok_or("`tags` must be strings")?,
-        _ => return Err("`tags` must be an array".into()),
-    };
-    let mut options = SetOptions::new().kind(kind).tags(tags);
-    match &entry["expires_at"] {
-        Value::Null => {}
-        deadline => {
-            let deadline = deadline
-                .as_u64()
-                .ok_or("`expires_at` must be ms since the epoch")?;
-            if deadline <= now {
-                return Ok(None);
-            }
-            options = options.ttl(Duration::from_millis(deadline - now));
-        }
+        options = options.ttl(Duration::from_millis(deadline - now));
     }
     Ok(Some(Line {
-        ns,
-        key,
-        value,
+        ns: entry.namespace,
+        key: entry.key,
+        value: entry.value.to_vec(),
         options,
     }))
 }

@@ -8,6 +8,7 @@
 
 pub mod buffer;
 mod crc;
+pub mod dump;
 pub mod evict;
 pub mod expiry;
 pub mod keyspace;

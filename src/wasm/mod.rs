@@ -14,7 +14,6 @@ mod backend_node;
 #[cfg(feature = "node")]
 mod backend_redis;
 mod convert;
-mod dump;
 mod idb;
 mod options;
 mod scheduler;

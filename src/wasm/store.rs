@@ -24,11 +24,11 @@ use super::convert::{
     invalid_value, js_result, listener_error, metadata_out, millis, object, options, stats_out,
     string, string_array, strings, tag_counts_out, to_js, type_error, value_in, value_out, warn,
 };
-use super::dump;
 use super::idb;
 use super::options::{memory_config, BackendKind, Durability, OpenOptions};
 use super::scheduler::{self, now};
 use super::walk::EntryChunks;
+use crate::core::dump;
 use crate::core::{BatchOp, Change, ChangeOp, Config, Engine, NsId, Record};
 use crate::{Error, Kind};
 

@@ -369,3 +369,13 @@ test('the default success path prints nothing, and a failure nobody listens for 
   assert.equal((loud.stderr.match(/tidekv: an? \w+ listener threw/g) ?? []).length, 1, 'once a listener hears errors, nothing is printed');
   assert.equal(loud.stdout.trim(), '["ListenerError"]');
 });
+
+test('import() takes minimal lines, as tidekv load does', async () => {
+  const s = Store.memory();
+  const got = await s.import('{"key":"a","value":"text"}\n{"key":"b","value":{"n":[1,2]}}\n{"ns":"x","key":"c","value":"AAE=","encoding":"base64"}\n');
+  assert.deepEqual(got, { loaded: 3, expired: 0 });
+  assert.equal(s.get('a'), 'text');
+  assert.deepEqual(s.get('b'), { n: [1, 2] });
+  assert.deepEqual(s.namespace('x').get('c'), new Uint8Array([0, 1]));
+  await assert.rejects(s.import('{"key":"d"}'), (e) => e instanceof RangeError && /line 1: `value` is missing/.test(e.message));
+});
