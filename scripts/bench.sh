@@ -109,6 +109,7 @@ json.dump({
     "rustc": sh("rustc --version"),
     "node": sh("node --version"),
     "chromium": sh("chromium --version 2>/dev/null") or "not installed",
+    "redis_server": sh("redis-server --version 2>/dev/null | grep -o 'v=[^ ]*' | cut -c3-"),
     "commit": sh("git rev-parse --short HEAD") + (" + uncommitted changes" if sh("git status --porcelain") else ""),
     "load_start": load_start,
     "load_end": " ".join(open("/proc/loadavg").read().split()[:3]),

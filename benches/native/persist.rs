@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 use tidekv::{Options, Store};
 
 use crate::point::key;

@@ -174,7 +174,7 @@ pub fn bench(c: &mut Criterion, scale: &Scale) {
     }
     clock.finish();
     drop(floor);
-    for threads in [1, 2] {
+    for threads in [1, 2, 4] {
         peer(c, &data, "tidekv", Tide::new(), threads);
         peer(c, &data, "tidekv_ttl", TideTtl::new(), threads);
         peer(c, &data, "mutex_hashmap", Floor::default(), threads);
