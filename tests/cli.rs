@@ -20,6 +20,21 @@ fn tidekv(dir: &Path, args: &[&str]) -> Output {
         .expect("run tidekv")
 }
 
+/// Runs with `input` on stdin.
+fn with_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidekv"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tidekv");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -181,20 +196,9 @@ fn exists_meta_expire_and_persist_work_and_tags_split_on_commas() {
 fn set_reads_stdin_or_a_file_and_json_is_stored_as_json() {
     let dir = tempdir();
     let d = dir.path();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidekv"))
-        .arg("--dir")
-        .arg(d)
-        .args(["set", "bin", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&[0, 159, 146, 150])
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(with_stdin(d, &["set", "bin", "-"], &[0, 159, 146, 150])
+        .status
+        .success());
     let file = d.join("doc.json");
     std::fs::write(&file, "{\"a\": [1, 2]}").unwrap();
     ok(
@@ -328,21 +332,7 @@ fn dump_prints_json_lines_and_load_reads_them_back() {
     );
 
     // load from stdin
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidekv"))
-        .arg("--dir")
-        .arg(d)
-        .args(["--db", "dst", "load"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(dump.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(d, &["--db", "dst", "load"], dump.as_bytes());
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "loaded 3 keys (0 already expired, skipped)\n");
 
