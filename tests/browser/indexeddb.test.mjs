@@ -370,14 +370,14 @@ test('a real QuotaExceededError keeps the data buffered, says so, and the data l
   }
 });
 
-test('expire events fire from the timer with the key and its namespace', async () => {
+test('expire events fire from the timer with the change event (key, namespace, op, remote)', async () => {
   const page = await openPage(context, url);
   const got = await page.evaluate(async () => {
     const s = await Store.open({ name: 'events' });
     const seen = [];
     const done = new Promise((resolve) => {
-      s.on('expire', (key, namespace) => {
-        seen.push([key, namespace]);
+      s.on('expire', (e) => {
+        seen.push([e.key, e.namespace, e.op, e.remote]);
         if (seen.length === 2) resolve();
       });
     });
@@ -389,7 +389,7 @@ test('expire events fire from the timer with the key and its namespace', async (
     await s.close();
     return out;
   });
-  assert.deepEqual(got, { seen: [['a', ''], ['b', 'jobs']], keys: ['stays'], active: 2 });
+  assert.deepEqual(got, { seen: [['a', '', 'expire', false], ['b', 'jobs', 'expire', false]], keys: ['stays'], active: 2 });
   await page.close();
 });
 
