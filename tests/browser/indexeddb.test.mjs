@@ -480,3 +480,22 @@ test('pagehide and a hidden page start a flush without waiting for the interval'
   assert.deepEqual(got, { afterPagehide: 1, afterHidden: 2 });
   await page.close();
 });
+
+test('Store.memory() before the wasm is loaded throws NotInitialized naming Store.init(); after it, it works', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    let before = null;
+    try {
+      Store.memory();
+    } catch (e) {
+      before = { code: e.code, names: e.message.includes('Store.init()') };
+    }
+    const loading = [Store.init(), Store.init()];
+    await Promise.all(loading);
+    const s = Store.memory();
+    s.set('k', 'v');
+    return { before, after: s.get('k') };
+  });
+  assert.deepEqual(got, { before: { code: 'NotInitialized', names: true }, after: 'v' });
+  await page.close();
+});
