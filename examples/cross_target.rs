@@ -6,6 +6,7 @@
 //! cargo run --example cross_target -- write DIR DB   # write the data set (see `write`)
 //! cargo run --example cross_target -- dump DIR DB    # one JSON object per key, sorted
 //! cargo run --example cross_target -- hold DIR DB    # keep it open until stdin closes
+//! cargo run --example cross_target -- plain DIR DB   # values as plain Rust types (see `plain`)
 //! ```
 
 use std::time::Duration;
@@ -33,6 +34,23 @@ fn write(store: &Store) -> tidekv::Result<()> {
     store
         .namespace("users")?
         .set_with("u1", "ada", text.tags(["admin"]))?;
+    Ok(())
+}
+
+/// Values as a Rust program writes them without naming a kind: each keeps the kind its type
+/// says (text, bytes, JSON), so JavaScript reads back a string, a `Uint8Array`, an object.
+fn plain(store: &Store) -> tidekv::Result<()> {
+    store.set("k", "hello")?;
+    store.set("owned", String::from("wörld"))?;
+    let name = String::from("borrowed");
+    store.set("borrowed", &name)?;
+    store.set("raw", vec![0u8, 1, 255])?;
+    store.set("slice", &[7u8, 8][..])?;
+    #[cfg(feature = "serde")]
+    store.set_json(
+        "json",
+        &std::collections::BTreeMap::from([("a", 1u32), ("b", 2)]),
+    )?;
     Ok(())
 }
 
@@ -77,13 +95,14 @@ fn dump(store: &Store) -> tidekv::Result<()> {
 fn main() -> tidekv::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [command, dir, db] = &args[..] else {
-        eprintln!("usage: cross_target (write|dump) DIR DB");
+        eprintln!("usage: cross_target (write|dump|hold|plain) DIR DB");
         std::process::exit(2);
     };
     let store = Store::open(dir, Options::default().db(db.as_str()).compression(true))?;
     match command.as_str() {
         "write" => write(&store)?,
         "dump" => dump(&store)?,
+        "plain" => plain(&store)?,
         "hold" => {
             println!("holding");
             std::io::Write::flush(&mut std::io::stdout())?;

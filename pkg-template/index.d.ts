@@ -6,10 +6,39 @@
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
 /**
- * A value to store. A `Uint8Array` is stored as bytes, a `string` as text, anything else as
- * JSON; `get` returns the same kind.
+ * A value as `get` returns it when no type is given: a `Uint8Array` for bytes, a `string` for
+ * text, a JSON value for JSON. (`get<User>('u')` names the type you stored instead.)
  */
 export type Value = Uint8Array | string | JsonValue;
+
+/**
+ * What `setMany` and `getOrSet` loaders accept: a `Uint8Array` (stored as bytes), a `string`
+ * (text), or any other JSON-serialisable value — interfaces and class instances included
+ * (JSON keeps their own enumerable properties). What JSON cannot hold (a function, a BigInt, a
+ * `Date`, a `Map`) is refused at run time with a `TypeError`.
+ */
+export type Storable = Value | object;
+
+/**
+ * `T` when `set` can store it, `never` otherwise: what JSON has no form for (functions,
+ * `BigInt`, symbols, `undefined`, `Date`, `Map`, `Set`, typed arrays other than `Uint8Array`)
+ * is refused at the top and inside objects and arrays. Methods of a class are allowed: JSON
+ * ignores them (only own enumerable properties are stored).
+ */
+export type Serializable<T> = T extends string | number | boolean | null | Uint8Array
+  ? T
+  : T extends bigint | symbol | undefined | Date | Map<unknown, unknown> | Set<unknown> | ArrayBufferView | ArrayBuffer
+    ? never
+    : T extends (...args: never[]) => unknown
+      ? never
+      : T extends readonly (infer U)[]
+        ? readonly SerializableMember<U>[]
+        : T extends object
+          ? { [K in keyof T]: SerializableMember<T[K]> }
+          : never;
+
+/** A property or element of a value `set` stores: also `undefined` (dropped, as JSON does) and methods. */
+export type SerializableMember<T> = T extends undefined ? T : T extends (...args: never[]) => unknown ? T : Serializable<T>;
 
 /** The kind a value was stored as. */
 export type ValueKind = 'bytes' | 'text' | 'json';
@@ -69,8 +98,8 @@ export interface OpenOptions extends MemoryOptions {
   /** The directory holding databases (Node.js, backend `'fs'`). */
   path?: string;
   /**
-   * Default: `'indexeddb'` in browsers and workers; in Node.js `'fs'` when `path` is given,
-   * `'memory'` otherwise.
+   * Default: `'indexeddb'` in browsers and workers, `'fs'` when `path` is given. Node.js has no
+   * default without `path`: a store that keeps nothing must say `backend: 'memory'`.
    */
   backend?: BackendName;
   /** See {@link Durability}. */
@@ -132,20 +161,20 @@ export interface Metadata {
   storedSize: number;
 }
 
-/** A value with its metadata, from `getWithMetadata`. */
-export interface Entry {
-  value: Value;
+/** A value with its metadata, from `getWithMetadata`; `T` is the value's type (see `get`). */
+export interface Entry<T = Value> {
+  value: T;
   metadata: Metadata;
 }
 
 /** One entry as `entries()` yields it: `for (const [key, value, metadata] of store.entries())`. */
-export type EntryTuple = [key: string, value: Value, metadata: Metadata];
+export type EntryTuple<T = Value> = [key: string, value: T, metadata: Metadata];
 
 /**
  * What `getOrSet` calls on a miss: returns (or resolves with) the value to store. Throwing,
  * rejecting or giving `undefined` stores nothing and rejects every waiting `getOrSet`.
  */
-export type Loader = () => Value | PromiseLike<Value>;
+export type Loader<T = Value> = () => T | PromiseLike<T>;
 
 /** What `import()` did. */
 export interface ImportReport {
@@ -245,7 +274,8 @@ export type ErrorCode =
   | 'Corrupt'
   | 'Locked'
   | 'Backend'
-  | 'ListenerError';
+  | 'ListenerError'
+  | 'NotInitialized';
 
 /**
  * An error from tidekv: a `TypeError` for wrong types, a `RangeError` for out-of-range
@@ -255,8 +285,6 @@ export interface TidekvError extends Error {
   code: ErrorCode;
 }
 
-/** Called with every key removed by expiry (lazily or by a sweep). */
-export type ExpireListener = (key: string, namespace: string) => void;
 
 /**
  * What happened to a key: a set (or TTL change), a delete that removed a live key, an expiry,
@@ -282,6 +310,12 @@ export interface ChangeEvent {
 export type ChangeListener = (event: ChangeEvent) => void;
 
 /**
+ * Called with every key removed by expiry (lazily or by a sweep): the same event object a
+ * `change` listener gets for it, with `op: 'expire'`.
+ */
+export type ExpireListener = (event: ChangeEvent & { op: 'expire' }) => void;
+
+/**
  * Called with every failed flush (the data stays buffered and is retried with backoff) and
  * every exception thrown by a `change` or `expire` listener (code `'ListenerError'`, the thrown value as
  * `cause`). With no `error` listener, these go to `console.warn` instead.
@@ -296,7 +330,18 @@ export type ErrorListener = (error: TidekvError) => void;
  */
 export class Store {
   private constructor();
-  /** Opens a store and loads every live record into memory. */
+  /**
+   * Loads the wasm (browsers; a no-op in Node.js, where it loads with the module), once: later
+   * calls get the same promise, and after a failure (code `'Backend'`) the next call tries
+   * again. `Store.open()` calls it itself; call it before `Store.memory()`. `wasm` overrides
+   * where the wasm comes from: a URL (string or `URL`), a `Response`, its bytes or a
+   * `WebAssembly.Module`; by default the file `web/tidekv_bg.wasm` beside the package's module.
+   */
+  static init(wasm?: unknown): Promise<void>;
+  /**
+   * Opens a store and loads every live record into memory. In Node.js, give `path` (files
+   * under `path/<name>/`) or `backend: 'memory'`; neither rejects with a `TypeError`.
+   */
   static open(options?: OpenOptions): Promise<Store>;
   /**
    * Node.js: opens a store on a Redis server, which stays the source of truth (nothing is loaded;
@@ -304,13 +349,25 @@ export class Store {
    * cannot be reached or the `redis` package is not installed.
    */
   static open(options: RedisOpenOptions): Promise<RedisStore>;
-  /** A store that keeps nothing after it is closed. */
+  /**
+   * A store that keeps nothing after it is closed. Synchronous: in browsers the wasm must be
+   * loaded first (`await Store.init()` or any `Store.open()`), else it throws code
+   * `'NotInitialized'`.
+   */
   static memory(options?: MemoryOptions): Store;
-  /** Stores `value`, replacing the whole entry (value, TTL, tags). Throws and stores nothing on bad input. */
-  set(key: string, value: Value, options?: SetOptions): void;
-  /** The value as stored, or `undefined` if there is none or it expired. */
-  get(key: string): Value | undefined;
-  getWithMetadata(key: string): Entry | undefined;
+  /**
+   * Stores `value`, replacing the whole entry (value, TTL, tags): a `Uint8Array` as bytes, a
+   * `string` as text, anything else as JSON — interfaces and class instances included (their
+   * own enumerable properties). Throws and stores nothing on bad input (a function, a
+   * `BigInt`, a `Date`: see {@link Serializable}).
+   */
+  set<T>(key: string, value: T & Serializable<T>, options?: SetOptions): void;
+  /**
+   * The value as stored, or `undefined` if there is none or it expired. `T` names the type you
+   * stored (`get<User>('u')`); it is not checked at run time.
+   */
+  get<T = Value>(key: string): T | undefined;
+  getWithMetadata<T = Value>(key: string): Entry<T> | undefined;
   has(key: string): boolean;
   /** `true` if the key held a live value. */
   delete(key: string): boolean;
@@ -320,7 +377,7 @@ export class Store {
    * or all of it, and it reaches the backend in one flush — one IndexedDB transaction, one
    * log frame — so a crash keeps all of it or none.
    */
-  setMany(entries: ReadonlyArray<readonly [key: string, value: Value, options?: SetOptions]>): void;
+  setMany(entries: ReadonlyArray<readonly [key: string, value: Storable, options?: SetOptions]>): void;
   /** Removes many keys as one change (all or nothing, as `setMany`); returns how many held a live value. */
   deleteMany(keys: readonly string[]): number;
   /** Ms until the key expires, or `undefined` without a TTL or key. */
@@ -342,13 +399,13 @@ export class Store {
    * `TypeError`; nothing is stored then. A bad key or bad options reject as `set` throws,
    * before the loader runs.
    */
-  getOrSet(key: string, loader: Loader, options?: SetOptions): Promise<Value>;
+  getOrSet<T extends Storable = Value>(key: string, loader: Loader<T>, options?: SetOptions): Promise<T>;
   /**
    * The live entries whose key starts with `prefix` (default: all), in no particular order,
    * walked 256 keys at a time: little memory whatever the store's size, and writes may go on
    * meanwhile (a key live for the whole walk comes exactly once). Not counted as reads.
    */
-  entries(prefix?: string): IterableIterator<EntryTuple>;
+  entries<T = Value>(prefix?: string): IterableIterator<EntryTuple<T>>;
   /** Live keys in this handle's namespace. */
   readonly size: number;
   /**
@@ -383,7 +440,11 @@ export class Store {
   flush(): Promise<void>;
   /** Flushes, then rewrites the backend's data to hold only live keys. */
   compact(): Promise<CompactReport>;
-  /** Flushes, stops the timers and releases the backend; later calls throw code `'Closed'`. */
+  /**
+   * Flushes, stops the timers and releases the backend; later calls throw code `'Closed'`.
+   * Call it on the store `Store.open()` returned: on a namespace handle it rejects with a
+   * `TypeError` (code `'InvalidType'`) and closes nothing.
+   */
   close(): Promise<void>;
   /** Frees this handle's wasm memory (the store itself stays open until `close()`). */
   free(): void;
@@ -399,13 +460,13 @@ export class Store {
  * client's flushed write replaces the local copy (`change` events with `remote: true`).
  */
 export interface RedisStore {
-  /** Stores `value`, replacing the whole entry; buffered. Throws and stores nothing on bad input. */
-  set(key: string, value: Value, options?: SetOptions): void;
+  /** Stores `value`, replacing the whole entry (as `Store.set`); buffered. Throws and stores nothing on bad input. */
+  set<T>(key: string, value: T & Serializable<T>, options?: SetOptions): void;
   /** Stores many entries as one change: all or nothing, and one transaction in Redis. */
-  setMany(entries: ReadonlyArray<readonly [key: string, value: Value, options?: SetOptions]>): void;
+  setMany(entries: ReadonlyArray<readonly [key: string, value: Storable, options?: SetOptions]>): void;
   /** The value as stored, or `undefined` if there is none or it expired. */
-  get(key: string): Promise<Value | undefined>;
-  getWithMetadata(key: string): Promise<Entry | undefined>;
+  get<T = Value>(key: string): Promise<T | undefined>;
+  getWithMetadata<T = Value>(key: string): Promise<Entry<T> | undefined>;
   has(key: string): Promise<boolean>;
   /** `true` if the key held a live value. */
   delete(key: string): Promise<boolean>;
@@ -426,12 +487,12 @@ export interface RedisStore {
    * As `Store.getOrSet`, with the key looked up in memory, then in Redis. The loader runs once
    * per process: two processes that miss at once each run theirs.
    */
-  getOrSet(key: string, loader: Loader, options?: SetOptions): Promise<Value>;
+  getOrSet<T extends Storable = Value>(key: string, loader: Loader<T>, options?: SetOptions): Promise<T>;
   /**
    * The live entries whose key starts with `prefix` (default: all), sorted by key: what
    * `keys(prefix)` lists, read 256 at a time. Use `for await`.
    */
-  entries(prefix?: string): AsyncIterableIterator<EntryTuple>;
+  entries<T = Value>(prefix?: string): AsyncIterableIterator<EntryTuple<T>>;
   /** Live keys in this handle's namespace (one `SCAN`): a method, since it asks Redis. */
   size(): Promise<number>;
   /**
@@ -452,7 +513,10 @@ export interface RedisStore {
   off(event: 'error', listener: ErrorListener): void;
   /** Resolves once Redis acknowledged everything written before the call. */
   flush(): Promise<void>;
-  /** Flushes, then closes both connections; later calls fail with code `'Closed'`. */
+  /**
+   * Flushes, then closes both connections; later calls fail with code `'Closed'`. On a
+   * namespace handle it rejects with a `TypeError` (code `'InvalidType'`) and closes nothing.
+   */
   close(): Promise<void>;
   /** Frees this handle's wasm memory (the store itself stays open until `close()`). */
   free(): void;

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Builds the npm package into pkg/: the wasm for browsers (IndexedDB, no Node.js imports) and for
-# Node.js (feature `node`: the file backend), assembled with pkg-template/ into one ESM package
-# with conditional exports. Prints the gzip size of each build's wasm + JS glue.
+# Node.js (feature `node`: the file backend), assembled with pkg-template/ into one package with
+# conditional exports. The browser build is ES modules (web.js, no top-level await); the Node.js
+# build is one CommonJS file (node/tidekv.cjs: wasm-bindgen's `nodejs` glue with its snippets,
+# bundled by esbuild) that both `require('tidekv')` (node.cjs) and `import` (node.js) load, so a
+# program using both gets one Store class and one wasm instance. Prints the gzip size of each
+# build's wasm + JS glue.
 #
 # Usage: scripts/build-npm.sh [--pack]     (--pack also writes pkg/../tidekv-<version>.tgz)
 # Needs: the wasm32 target and wasm-bindgen-cli equal to the pinned wasm-bindgen
 # (scripts/install-tools.sh), and the npm dev dependencies of package.json (installed here with
 # `npm ci` when missing): wasm-opt comes from the `binaryen` npm package, because Debian's
-# binaryen is too old for wasm-bindgen's externref tables.
+# binaryen is too old for wasm-bindgen's externref tables; esbuild turns the Node.js glue into
+# one CommonJS file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +24,8 @@ out=pkg
 wasm="$target_dir/wasm32-unknown-unknown/release/tidekv.wasm"
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 
-if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/redis ]; then
-  echo "[build-npm] npm ci (dev tools: binaryen, playwright-core, typescript; redis for the tests)"
+if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -x node_modules/.bin/esbuild ] || [ ! -d node_modules/redis ]; then
+  echo "[build-npm] npm ci (dev tools: binaryen, esbuild, playwright-core, typescript; redis for the tests)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
@@ -39,10 +44,20 @@ build() {
 }
 
 build web web
-build node experimental-nodejs-module --features node
+build node nodejs --features node
+# wasm-bindgen's CommonJS glue require()s its snippets, which are ES modules: bundle them into one
+# CommonJS file (Node.js 18 cannot require an ES module). `redis` stays an import at run time.
+# esbuild follows only require()s of plain string literals, not the glue's String.raw`...` ones.
+sed -i 's/require(String\.raw`\([^`]*\)`)/require("\1")/' "$out/node/tidekv.js"
+node_modules/.bin/esbuild "$out/node/tidekv.js" --bundle --platform=node --format=cjs \
+  --target=node18 --external:redis --log-level=warning \
+  --log-override:duplicate-object-key=silent --outfile="$out/node/tidekv.cjs"
+rm -rf "$out/node/tidekv.js" "$out/node/snippets"
 
 cp pkg-template/package.json pkg-template/index.d.ts pkg-template/web.js pkg-template/node.js \
-  pkg-template/README.md "$out/"
+  pkg-template/node.cjs pkg-template/README.md "$out/"
+# The same declarations for `require('tidekv')` (TypeScript reads .d.cts as CommonJS).
+cp pkg-template/index.d.ts "$out/index.d.cts"
 node -e '
   const fs = require("fs");
   const file = process.argv[1];
@@ -53,7 +68,7 @@ node -e '
 
 gz() { cat "$@" | gzip -9 | wc -c; }
 for dir in web node; do
-  glue=$(find "$out/$dir" -name '*.js' | sort)
+  glue=$(find "$out/$dir" -name '*.js' -o -name '*.cjs' | sort)
   # shellcheck disable=SC2086
   printf '[build-npm] %-4s wasm %7d B, gzip: wasm + JS glue %6d B (wasm %d B, glue %d B)\n' \
     "$dir" "$(wc -c < "$out/$dir/tidekv_bg.wasm")" "$(gz "$out/$dir/tidekv_bg.wasm" $glue)" \

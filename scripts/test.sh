@@ -46,11 +46,15 @@ echo "installed in $TIDEKV_APP_DIR"
 step "ready to publish: cargo package --list, cargo publish --dry-run, npm publish --dry-run"
 bash scripts/publish-check.sh
 
-step "npm package under Node.js: files, lock, exit, bad input, types, cross-target with Rust"
+step "npm package under Node.js: files, lock, exit, bad input, types, cross-target with Rust, require and import on the oldest Node.js claimed"
 node --test tests/node/
 
 step "npm package in headless Chromium: IndexedDB, ticks, events (playwright-core)"
 node --test tests/browser/
+
+step "bundlers: an app built by Vite and webpack 5 (default configs) and Vite's dev server, in headless Chromium"
+(cd tests/bundlers && npm ci --no-audit --no-fund --loglevel=error)
+node --test tests/bundlers/
 
 step "demo page end to end in headless Chromium (playwright-core)"
 (cd www && npm ci --no-audit --no-fund --loglevel=error)

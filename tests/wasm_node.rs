@@ -217,6 +217,12 @@ fn unstorable_values_throw_clear_errors_and_store_nothing() {
         ("NaN", "RangeError", "NaN"),
         ("new Map()", "TypeError", "Map"),
         ("new Float32Array(2)", "TypeError", "Uint8Array"),
+        ("new Date(0)", "TypeError", "cannot store a Date"),
+        (
+            "({ at: new Date(0) })",
+            "TypeError",
+            "Date (at property \"at\")",
+        ),
     ];
     for (src, ctor, needle) in cases {
         let Err(err) = s.set("k".into(), js(src), JsValue::UNDEFINED) else {
@@ -312,10 +318,11 @@ async fn sleep_ms(ms: u32) {
 }
 
 #[wasm_bindgen_test]
-async fn expire_listeners_hear_lazy_expiry_with_key_and_namespace() {
+async fn expire_listeners_hear_lazy_expiry_as_the_change_event() {
     let s = store();
     let seen = js("globalThis.__tidekvSeen = []");
-    let listener = js("(key, ns) => globalThis.__tidekvSeen.push(`${key}@${ns}`)");
+    // The same event object as 'change' gets: `{ key, namespace, op, remote }`.
+    let listener = js("(e) => globalThis.__tidekvSeen.push(`${e.key}@${e.namespace}/${e.op}/${e.remote}/${Object.keys(e).sort()}`)");
     s.on("expire".into(), listener.clone()).unwrap();
     let jobs = s.namespace("jobs".into()).unwrap();
     s.set("a".into(), "1".into(), opts("{ ttl: 1 }")).unwrap();
@@ -326,7 +333,7 @@ async fn expire_listeners_hear_lazy_expiry_with_key_and_namespace() {
     assert!(!jobs.has("b".into()).unwrap());
     assert_eq!(
         js_sys::JSON::stringify(&seen).unwrap(),
-        "[\"a@\",\"b@jobs\"]"
+        "[\"a@/expire/false/key,namespace,op,remote\",\"b@jobs/expire/false/key,namespace,op,remote\"]"
     );
     s.off("expire".into(), listener).unwrap();
     s.set("c".into(), "3".into(), opts("{ ttl: 1 }")).unwrap();
@@ -744,4 +751,37 @@ async fn export_then_import_round_trips_every_kind_and_namespace() {
     let err = settled(store().import_dump(cut.into())).await.unwrap_err();
     let msg = get(&err, "message").as_string().unwrap();
     assert!(msg.starts_with("tidekv: import: line 3: "), "{msg}");
+}
+
+#[wasm_bindgen_test]
+async fn close_on_a_namespace_handle_rejects_and_the_store_stays_open() {
+    let s = store();
+    let jobs = s.namespace("jobs".into()).unwrap();
+    jobs.set("k".into(), "v".into(), JsValue::UNDEFINED)
+        .unwrap();
+    let err = wasm_bindgen_futures::JsFuture::from(jobs.close())
+        .await
+        .expect_err("a handle's close() rejects");
+    assert_eq!(
+        get(&get(&err, "constructor"), "name")
+            .as_string()
+            .as_deref(),
+        Some("TypeError")
+    );
+    assert_eq!(
+        get(&err, "code").as_string().as_deref(),
+        Some("InvalidType")
+    );
+    let msg = get(&err, "message").as_string().unwrap();
+    assert!(msg.contains("namespace handle"), "{msg}");
+    assert_eq!(
+        jobs.get("k".into()).unwrap().as_string().as_deref(),
+        Some("v")
+    );
+    s.set("k".into(), "still open".into(), JsValue::UNDEFINED)
+        .unwrap();
+    wasm_bindgen_futures::JsFuture::from(s.close())
+        .await
+        .unwrap();
+    thrown(jobs.get("k".into()), "Error", "Closed");
 }

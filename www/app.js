@@ -183,7 +183,7 @@ async function main() {
     $('status').textContent = `Could not open the store: ${e.message}`;
     return;
   }
-  store.on('expire', (key, namespace) => {
+  store.on('expire', ({ key, namespace }) => {
     if (namespace) return;
     rows.delete(key);
     render();

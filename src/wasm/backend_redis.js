@@ -15,6 +15,14 @@ let redisModule = null;
 
 async function loadRedis() {
   if (!redisModule) {
+    const major = Number(process.versions.node.split('.')[0]);
+    if (major < 20) {
+      const error = new Error(
+        `the 'redis' option needs Node.js 20 or later (node-redis does); this is Node.js ${process.versions.node}`,
+      );
+      error.code = 'Backend';
+      throw error;
+    }
     try {
       redisModule = await import('redis');
     } catch (e) {

@@ -17,6 +17,8 @@ export function encodeJson(value) {
   try {
     return JSON.stringify(value, function (key, v) {
       const where = key === '' ? '' : ` (at property "${key}")`;
+      // `v` has been through toJSON already: a Date is only visible on its holder.
+      if (this[key] instanceof Date) throw new TypeError(`tidekv: cannot store a Date${where}: it would come back as a string; store date.getTime() or date.toISOString()`);
       if (typeof v === 'function') throw new TypeError(`tidekv: cannot store a function${where}`);
       if (typeof v === 'bigint') throw new TypeError(`tidekv: cannot store a BigInt${where}; convert it to a string first`);
       if (typeof v === 'symbol') throw new TypeError(`tidekv: cannot store a symbol${where}`);

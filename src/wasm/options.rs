@@ -195,7 +195,14 @@ impl OpenOptions {
         let backend = match backend {
             Some(b) => b,
             None if path.is_some() => BackendKind::Fs,
-            None if scheduler::is_node() => BackendKind::Memory,
+            // A store that silently keeps nothing would lose data: say which one is meant.
+            None if scheduler::is_node() => {
+                return Err(type_error(
+                    "in Node.js, Store.open needs option path (the directory for the files, \
+                     kept under path/<name>/) or backend: 'memory' for a store that keeps \
+                     nothing after close",
+                ))
+            }
             None => BackendKind::IndexedDb,
         };
         if backend == BackendKind::Fs && path.is_none() {

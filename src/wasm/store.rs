@@ -438,8 +438,8 @@ impl Shared {
     }
 
     /// Hands expired keys to a backend that keeps their records, then calls the `expire`
-    /// listeners (`(key, namespace)`) and the `change` listeners (`{ key, namespace, op,
-    /// remote }`) in the order the changes happened. A throwing listener is reported through
+    /// listeners (expiries only) and the `change` listeners with the same event object
+    /// (`{ key, namespace, op, remote }`) in the order the changes happened. A throwing listener is reported through
     /// `error` and the others still run.
     pub(super) fn emit_changes(&self, changes: Vec<Change>) {
         if changes.is_empty() {
@@ -458,21 +458,21 @@ impl Shared {
             (listeners.expire.clone(), listeners.change.clone())
         };
         for c in changes {
-            let key = JsValue::from(c.key.as_str());
-            let namespace = JsValue::from(c.namespace.as_str());
             let mut results = Vec::new();
-            if c.op == ChangeOp::Expire {
-                for listener in &expire {
-                    results.push(listener.call2(&JsValue::UNDEFINED, &key, &namespace));
-                }
-            }
-            if !change.is_empty() {
+            let expired = c.op == ChangeOp::Expire && !expire.is_empty();
+            if expired || !change.is_empty() {
+                // One event object, the same for both kinds of listener.
                 let event = object(&[
-                    ("key", key.clone()),
-                    ("namespace", namespace.clone()),
+                    ("key", JsValue::from(c.key.as_str())),
+                    ("namespace", JsValue::from(c.namespace.as_str())),
                     ("op", JsValue::from(c.op.as_str())),
                     ("remote", JsValue::from_bool(c.remote)),
                 ]);
+                if expired {
+                    for listener in &expire {
+                        results.push(listener.call1(&JsValue::UNDEFINED, &event));
+                    }
+                }
                 for listener in &change {
                     results.push(listener.call1(&JsValue::UNDEFINED, &event));
                 }
@@ -627,13 +627,19 @@ impl Shared {
 pub struct JsStore {
     shared: Rc<Shared>,
     ns: NsId,
+    /// Made by `namespace()`: `close()` refuses to close the store through it.
+    handle: bool,
 }
 
 #[cfg_attr(not(feature = "node"), allow(dead_code))]
 impl JsStore {
     /// A handle to namespace `ns` of the store `shared`.
     pub(super) fn bound(shared: Rc<Shared>, ns: NsId) -> JsStore {
-        JsStore { shared, ns }
+        JsStore {
+            shared,
+            ns,
+            handle: false,
+        }
     }
 
     /// The namespace this handle acts on.
@@ -798,8 +804,8 @@ fn compact_out(report: CompactReport) -> JsValue {
 impl JsStore {
     /// Opens a store and loads every live record of it into memory. Options: `name`
     /// (default `'default'`), `path`, `backend` (`'indexeddb' | 'fs' | 'memory'`; default:
-    /// IndexedDB in browsers, files under `path/<name>/` in Node.js when `path` is given,
-    /// memory otherwise), `bufferSize`, `flushInterval`, `durability`, `compression`,
+    /// IndexedDB in browsers, files under `path/<name>/` when `path` is given; Node.js
+    /// without `path` needs `backend: 'memory'` and rejects with a `TypeError` otherwise), `bufferSize`, `flushInterval`, `durability`, `compression`,
     /// `maxValueSize`, `persist` (IndexedDB: ask the browser to keep the data when storage
     /// runs short; `stats().storage` says whether it does), `redis` (Node.js: a Redis URL; the
     /// store is then a `RedisStore`, whose reads return promises). Rejects with a `TypeError`
@@ -837,7 +843,7 @@ impl JsStore {
         *shared.storage.borrow_mut() = storage;
         // Records that expired while the store was closed go at once, not at the first tick.
         shared.start_reclaim();
-        Ok(JsStore { shared, ns: 0 }.into())
+        Ok(JsStore::bound(shared, 0).into())
     }
 
     /// An in-memory store. Options: `bufferSize` (bytes, default 1 MiB), `flushInterval` (ms,
@@ -845,10 +851,7 @@ impl JsStore {
     /// throw a `TypeError` that names them.
     pub fn memory(opts: JsValue) -> Result<JsStore, JsValue> {
         let engine = js_result(Engine::new(memory_config(&opts)?))?;
-        Ok(JsStore {
-            shared: Shared::new(engine, None, Vec::new()),
-            ns: 0,
-        })
+        Ok(JsStore::bound(Shared::new(engine, None, Vec::new()), 0))
     }
 
     /// Stores `value` under `key`: a `Uint8Array` as bytes, a `string` as text, anything else
@@ -1109,6 +1112,7 @@ impl JsStore {
         Ok(JsStore {
             shared: Rc::clone(&self.shared),
             ns,
+            handle: true,
         })
     }
 
@@ -1146,7 +1150,8 @@ impl JsStore {
         stats
     }
 
-    /// Adds a listener: `'expire'` gets `(key, namespace)` for every key removed by expiry
+    /// Adds a listener: `'change'` gets `{ key, namespace, op, remote }` for every change;
+    /// `'expire'` gets the same event (`op: 'expire'`) for every key removed by expiry
     /// (lazily or by a sweep); `'error'` gets an `Error` for every failed flush (the data stays
     /// buffered and is retried) and for a throwing `expire` listener. Adding the same listener
     /// twice has no effect.
@@ -1191,7 +1196,13 @@ impl JsStore {
     /// Stops the timers, flushes, and releases the backend (connection, files, lock); every
     /// later call throws an error with code `Closed`. If the final flush fails the store stays
     /// open, keeps its data buffered, and the promise rejects: call `close()` again.
+    ///
+    /// A namespace handle does not close the store: its `close()` rejects with a `TypeError`
+    /// (code `InvalidType`) and everything stays open.
     pub fn close(&self) -> Promise {
+        if self.handle {
+            return Promise::reject(&namespace_close_error());
+        }
         let shared = &self.shared;
         if shared.closed.replace(true) {
             return Promise::reject(&to_js(Error::Closed));
@@ -1209,6 +1220,14 @@ impl JsStore {
             Ok(JsValue::UNDEFINED)
         })
     }
+}
+
+/// What `close()` on a namespace handle rejects with.
+pub(super) fn namespace_close_error() -> JsValue {
+    type_error(
+        "close() closes the whole store: call it on the store Store.open() returned, not on a \
+         namespace handle (a handle needs no closing)",
+    )
 }
 
 fn event_args(event: &JsValue, listener: &JsValue) -> Result<(String, Function), JsValue> {

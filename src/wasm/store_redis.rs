@@ -29,7 +29,7 @@ use super::convert::{
     js_result, millis, object, string, string_array, strings, tag_counts_out, to_js, type_error,
 };
 use super::options::OpenOptions;
-use super::store::{prefix_of, JsStore, Shared};
+use super::store::{namespace_close_error, prefix_of, JsStore, Shared};
 use super::walk::{entry_out, iterate_async, CHUNK};
 use crate::core::{Engine, NsId};
 use crate::{Error, Record};
@@ -72,7 +72,12 @@ pub(super) async fn open(opts: OpenOptions) -> Result<JsValue, JsValue> {
             core.hear(news);
         }
     }));
-    Ok(JsRedisStore { core, ns: 0 }.into())
+    Ok(JsRedisStore {
+        core,
+        ns: 0,
+        handle: false,
+    }
+    .into())
 }
 
 /// The id of namespace `name` if the engine has it (never creates one).
@@ -290,6 +295,8 @@ impl Core {
 pub struct JsRedisStore {
     core: Rc<Core>,
     ns: NsId,
+    /// Made by `namespace()`: `close()` refuses to close the store through it.
+    handle: bool,
 }
 
 impl JsRedisStore {
@@ -551,6 +558,7 @@ impl JsRedisStore {
         Ok(JsRedisStore {
             core: Rc::clone(&self.core),
             ns: ns.ns(),
+            handle: true,
         })
     }
 
@@ -603,8 +611,12 @@ impl JsRedisStore {
         self.core.shared.flush()
     }
 
-    /// Flushes, then closes both connections; later calls fail with code `Closed`.
+    /// Flushes, then closes both connections; later calls fail with code `Closed`. A namespace
+    /// handle's `close()` rejects with a `TypeError` (code `InvalidType`) and closes nothing.
     pub fn close(&self) -> Promise {
+        if self.handle {
+            return Promise::reject(&namespace_close_error());
+        }
         self.local().close()
     }
 }

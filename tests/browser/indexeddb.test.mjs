@@ -370,14 +370,14 @@ test('a real QuotaExceededError keeps the data buffered, says so, and the data l
   }
 });
 
-test('expire events fire from the timer with the key and its namespace', async () => {
+test('expire events fire from the timer with the change event (key, namespace, op, remote)', async () => {
   const page = await openPage(context, url);
   const got = await page.evaluate(async () => {
     const s = await Store.open({ name: 'events' });
     const seen = [];
     const done = new Promise((resolve) => {
-      s.on('expire', (key, namespace) => {
-        seen.push([key, namespace]);
+      s.on('expire', (e) => {
+        seen.push([e.key, e.namespace, e.op, e.remote]);
         if (seen.length === 2) resolve();
       });
     });
@@ -389,7 +389,7 @@ test('expire events fire from the timer with the key and its namespace', async (
     await s.close();
     return out;
   });
-  assert.deepEqual(got, { seen: [['a', ''], ['b', 'jobs']], keys: ['stays'], active: 2 });
+  assert.deepEqual(got, { seen: [['a', '', 'expire', false], ['b', 'jobs', 'expire', false]], keys: ['stays'], active: 2 });
   await page.close();
 });
 
@@ -478,5 +478,24 @@ test('pagehide and a hidden page start a flush without waiting for the interval'
     return { afterPagehide, afterHidden };
   });
   assert.deepEqual(got, { afterPagehide: 1, afterHidden: 2 });
+  await page.close();
+});
+
+test('Store.memory() before the wasm is loaded throws NotInitialized naming Store.init(); after it, it works', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    let before = null;
+    try {
+      Store.memory();
+    } catch (e) {
+      before = { code: e.code, names: e.message.includes('Store.init()') };
+    }
+    const loading = [Store.init(), Store.init()];
+    await Promise.all(loading);
+    const s = Store.memory();
+    s.set('k', 'v');
+    return { before, after: s.get('k') };
+  });
+  assert.deepEqual(got, { before: { code: 'NotInitialized', names: true }, after: 'v' });
   await page.close();
 });

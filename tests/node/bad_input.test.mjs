@@ -113,3 +113,59 @@ test('persist is for browser storage: Node.js refuses it clearly', async () => {
   const s = Store.memory();
   assert.equal(s.stats().storage, null);
 });
+
+test('Store.open without path or backend is refused naming both fixes, and nothing is created', async () => {
+  const cwd = fresh();
+  const before = readdirSync(cwd);
+  for (const options of [undefined, {}, { name: 'db' }, { name: 'db', bufferSize: 1024 }]) {
+    await assert.rejects(Store.open(options), (e) =>
+      e instanceof TypeError && e.code === 'InvalidType' && e.message.includes('option path') && e.message.includes("backend: 'memory'"),
+    JSON.stringify(options));
+  }
+  assert.deepEqual(readdirSync(cwd), before);
+  // Said explicitly, a store that keeps nothing opens.
+  const s = await Store.open({ name: 'db', backend: 'memory' });
+  s.set('k', 'v');
+  assert.equal(s.get('k'), 'v');
+  await s.close();
+});
+
+test('a Date, alone or inside an object, is refused with a TypeError naming a fix, and nothing is stored', async () => {
+  const s = Store.memory();
+  s.set('when', 'before');
+  const cases = [[new Date(0), 'a Date:'], [{ at: new Date(0) }, 'a Date (at property "at")'], [[1, new Date(0)], 'a Date (at property "1")']];
+  for (const [value, says] of cases) {
+    assert.throws(() => s.set('when', value), (e) =>
+      e instanceof TypeError && e.code === 'InvalidType' && e.message.includes(says) && e.message.includes('getTime()'),
+    String(value));
+    assert.throws(() => s.setMany([['other', 1], ['when', value]]), (e) => e instanceof TypeError && e.message.includes('a Date'));
+  }
+  assert.equal(s.get('when'), 'before');
+  assert.equal(s.has('other'), false);
+  await assert.rejects(s.getOrSet('later', () => new Date(0)), (e) => e instanceof TypeError && e.code === 'InvalidType');
+  assert.equal(s.has('later'), false);
+  // What the message suggests round-trips exactly.
+  const at = new Date(1_700_000_000_123);
+  s.set('ms', at.getTime());
+  s.set('iso', at.toISOString());
+  assert.equal(new Date(s.get('ms')).getTime(), at.getTime());
+  assert.equal(new Date(s.get('iso')).getTime(), at.getTime());
+});
+
+test("close() on a namespace handle rejects with a TypeError and leaves the store open", async () => {
+  const path = fresh();
+  const s = await Store.open({ path, name: 'db' });
+  const jobs = s.namespace('jobs');
+  jobs.set('k', 'v');
+  await assert.rejects(jobs.close(), (e) =>
+    e instanceof TypeError && e.code === 'InvalidType' && e.message.includes('namespace handle'));
+  jobs.set('k2', 'still open');
+  s.set('root', 1);
+  await s.flush();
+  assert.equal(jobs.get('k2'), 'still open');
+  await s.close();
+  assert.throws(() => jobs.get('k'), (e) => e.code === 'Closed');
+  const t = await Store.open({ path, name: 'db' });
+  assert.deepEqual(t.namespace('jobs').keys(), ['k', 'k2']);
+  await t.close();
+});

@@ -222,7 +222,10 @@ test('size counts live keys of the namespace and clear() removes them as one cha
   assert.equal(s.clear(), 300);
   assert.equal(s.size, 0);
   assert.deepEqual(s.keys(), []);
-  assert.equal(changes.length, 300);
+  // 300 deletes; `short` may add its expiry if no tick has swept it yet (timing decides).
+  assert.equal(changes.filter((op) => op === 'delete').length, 300);
+  assert.deepEqual(changes.filter((op) => op !== 'delete').filter((op) => op !== 'expire'), []);
+  assert.ok(changes.length <= 301, `${changes.length} changes`);
   assert.equal(s.namespace('keep').get('x'), 'kept');
   assert.equal(s.clear(), 0);
   await s.close();

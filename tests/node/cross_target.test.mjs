@@ -111,3 +111,20 @@ test('a database held open by Node.js is refused by a Rust process with Locked',
   await s.close();
   assert.match(rust('dump', path, 'shared'), /"key":"k"/);
 });
+
+test('values a Rust program sets as plain Rust types read back in Node.js as their JS kinds', async () => {
+  const path = fresh();
+  rust('plain', path, 'shared');
+  const s = await Store.open({ path, name: 'shared' });
+  // `store.set("k", "hello")`: a &str is text, so JavaScript gets a string, not bytes.
+  assert.equal(s.get('k'), 'hello');
+  assert.equal(s.get('owned'), 'wörld');
+  assert.equal(s.get('borrowed'), 'borrowed');
+  assert.deepEqual(s.get('raw'), new Uint8Array([0, 1, 255]));
+  assert.deepEqual(s.get('slice'), new Uint8Array([7, 8]));
+  // `set_json(&map)` (feature serde, which the example is built with) is JSON.
+  assert.deepEqual(s.get('json'), { a: 1, b: 2 });
+  const kinds = Object.fromEntries(s.keys().map((k) => [k, s.getWithMetadata(k).metadata.kind]));
+  assert.deepEqual(kinds, { borrowed: 'text', json: 'json', k: 'text', owned: 'text', raw: 'bytes', slice: 'bytes' });
+  await s.close();
+});

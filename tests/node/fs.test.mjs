@@ -229,13 +229,13 @@ test('the cut of a torn tail is fsynced before the store opens', async () => {
   await t.close();
 });
 
-test('without a path, Node.js opens a memory store that keeps nothing', async () => {
-  const s = await Store.open();
+test("backend: 'memory' in Node.js opens a store that keeps nothing", async () => {
+  const s = await Store.open({ backend: 'memory' });
   s.set('k', 'v');
   await s.flush();
   assert.equal(s.stats().flushes, 1);
   await s.close();
-  const t = await Store.open();
+  const t = await Store.open({ backend: 'memory' });
   assert.deepEqual(t.keys(), []);
   await t.close();
   assert.throws(() => t.get('k'), (e) => e.code === 'Closed');

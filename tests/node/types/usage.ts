@@ -25,7 +25,8 @@ export async function usage(): Promise<void> {
   const storage: StorageStats | null = stats.storage;
   const persisted: boolean | null | undefined = storage?.persisted;
   await Store.open({ name: 'kept', persist: true });
-  store.on('expire', (key: string, namespace: string) => void [key, namespace]);
+  store.on('expire', (e: ChangeEvent) => void [e.key, e.namespace, e.op === 'expire', e.remote]);
+  store.on('expire', ({ key, op }) => void [key.length, op satisfies 'expire']);
   store.on('error', (e: TidekvError) => void e.code);
   const onChange = (e: ChangeEvent) => void [e.key, e.namespace, e.op === 'set', e.remote];
   store.on('change', onChange);
@@ -52,6 +53,8 @@ export async function usage(): Promise<void> {
   memory.on('expired', () => {});
   // @ts-expect-error: a change listener gets one event object
   memory.on('change', (key: string, namespace: string) => void [key, namespace]);
+  // @ts-expect-error: so does an expire listener, the same one
+  memory.on('expire', (key: string, namespace: string) => void [key, namespace]);
   void [value, expiresAt, ttl, keys, tagged, counts, lastError, report, removed, persisted];
 }
 
@@ -126,4 +129,55 @@ export async function redisUsage(): Promise<void> {
   // @ts-expect-error: no compaction on Redis
   await store.compact();
   void [value, entry, has, deleted, removed, ttl, expiring, persisted, keys, tagged, tags, failing, stats, sync];
+}
+
+// What an application stores: interfaces and class instances, read back with the type named.
+interface User {
+  id: number;
+  name: string;
+  email?: string;
+  roles: readonly string[];
+  address: { city: string; zip: string | null };
+}
+
+class Session {
+  constructor(public user: string, public expires: number, private readonly scopes: string[] = []) {}
+  isValid(now: number): boolean {
+    return now < this.expires && this.scopes.length >= 0;
+  }
+}
+
+export async function typedUsage(): Promise<void> {
+  await Store.init();
+  const store = Store.memory();
+  const ada: User = { id: 1, name: 'Ada', roles: ['admin'], address: { city: 'London', zip: null } };
+  store.set('user:1', ada);
+  store.set('users', [ada, ada]);
+  store.set('session', new Session('ada', Date.now() + 1000));
+  store.set('when', Date.now());
+  const user: User | undefined = store.get<User>('user:1');
+  const city: string | undefined = user?.address.city;
+  const entry = store.getWithMetadata<User>('user:1');
+  const name: string | undefined = entry?.value.name;
+  const loaded: User = await store.getOrSet<User>('user:2', async () => ({ ...ada, id: 2 }));
+  const inferred: User = await store.getOrSet('user:3', (): User => ({ ...ada, id: 3 }));
+  for (const [key, value] of store.entries<User>('user:')) void [key, value.roles];
+  const untyped: Value | undefined = store.get('user:1');
+  store.setMany([['user:4', ada], ['bytes', new Uint8Array(1)], ['session', new Session('b', 1)]]);
+  const redis: RedisStore = await Store.open({ redis: 'redis://127.0.0.1:6379/' });
+  redis.set('user:1', ada);
+  const fromRedis: User | undefined = await redis.get<User>('user:1');
+  // @ts-expect-error: a Date would come back as a string: it is refused
+  store.set('when', new Date());
+  // @ts-expect-error: inside an object too
+  store.set('user', { ...ada, created: new Date() });
+  // @ts-expect-error: BigInt has no JSON form
+  store.set('big', { n: 10n });
+  // @ts-expect-error: a Map neither
+  store.set('map', new Map<string, number>());
+  // @ts-expect-error: undefined is not a value (delete the key instead)
+  store.set('gone', undefined);
+  // @ts-expect-error: get<User> gives a User or undefined
+  const sure: User = store.get<User>('user:1');
+  void [city, name, loaded, inferred, untyped, fromRedis, sure];
 }
