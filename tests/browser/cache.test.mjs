@@ -6,25 +6,13 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { buildRustCli } from '../node/package.mjs';
-import { launch, openPage, reload, startServer } from './harness.mjs';
+import { openPage, reload, useBrowser } from './harness.mjs';
 
-let server;
 let url;
-let browser;
 let context;
-
-before(async () => {
-  ({ server, url } = await startServer());
-  browser = await launch();
-  context = await browser.newContext();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+useBrowser((env) => ({ url, context } = env));
 
 test('bad maxMemory and eviction options are refused in the browser and nothing is opened', async () => {
   const page = await openPage(context, url);

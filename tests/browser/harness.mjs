@@ -5,17 +5,20 @@ import { mkdtempSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join, normalize } from 'node:path';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 import { appDir, repo } from '../node/package.mjs';
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
 
-export async function startServer() {
-  const app = appDir();
-  const page = join(repo, 'tests/browser/page.html');
+/**
+ * Serves files on 127.0.0.1 (the wasm as application/wasm, as a web server should): `fileFor`
+ * maps a request path ('/' included) to a file. Returns the server and its URL.
+ */
+export async function serveFiles(fileFor) {
   const server = createServer(async (req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname));
-    const file = path === '/' || path === '/index.html' ? page : join(app, path);
+    const file = fileFor(path);
     try {
       const body = await readFile(file);
       res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
@@ -26,6 +29,31 @@ export async function startServer() {
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { server, url: `http://127.0.0.1:${server.address().port}/` };
+}
+
+/** The installed package and the test page (`page.html` at `/`). */
+export async function startServer() {
+  const app = appDir();
+  const page = join(repo, 'tests/browser/page.html');
+  return serveFiles((path) => (path === '/' || path === '/index.html' ? page : join(app, path)));
+}
+
+/**
+ * For a test file: before its tests, the page server and one browser context; after them, both
+ * closed. `set` receives `{ url, browser, context }` once they exist.
+ */
+export function useBrowser(set) {
+  let env;
+  before(async () => {
+    const { server, url } = await startServer();
+    const browser = await launch();
+    env = { server, url, browser, context: await browser.newContext() };
+    set(env);
+  });
+  after(async () => {
+    await env?.browser.close();
+    env?.server.close();
+  });
 }
 
 const LAUNCH = {

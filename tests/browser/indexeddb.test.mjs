@@ -1,24 +1,12 @@
 // The browser build in headless Chromium, loaded from the installed npm tarball by a plain page
 // (`<script type="module">` + import map): the IndexedDB backend, ticks and events.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { launch, launchWithProfile, openPage, reload, startServer } from './harness.mjs';
+import { test } from 'node:test';
+import { launchWithProfile, openPage, reload, useBrowser } from './harness.mjs';
 
-let server;
 let url;
-let browser;
 let context;
-
-before(async () => {
-  ({ server, url } = await startServer());
-  browser = await launch();
-  context = await browser.newContext();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+useBrowser((env) => ({ url, context } = env));
 
 test('every value kind round-trips through IndexedDB and comes back as stored', async () => {
   const page = await openPage(context, url);

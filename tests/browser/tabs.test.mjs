@@ -2,24 +2,12 @@
 // store over the same database. A flush in one tab reaches the others (BroadcastChannel, then a
 // read back from IndexedDB); no tab's compaction or expiry removes another tab's data.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { launch, openPage, startServer } from './harness.mjs';
+import { test } from 'node:test';
+import { openPage, useBrowser } from './harness.mjs';
 
-let server;
 let url;
-let browser;
 let context;
-
-before(async () => {
-  ({ server, url } = await startServer());
-  browser = await launch();
-  context = await browser.newContext();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+useBrowser((env) => ({ url, context } = env));
 
 /** Opens `n` tabs, each with `window.s` = a store over database `name` and a change log. */
 async function tabs(name, n, options = {}) {

@@ -9,18 +9,16 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
-import { dirname, extname, join, normalize } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { launch } from '../browser/harness.mjs';
+import { launch, serveFiles } from '../browser/harness.mjs';
 import { repo } from '../node/package.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const out = join(here, 'out');
-const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
 
 let browser;
 
@@ -48,22 +46,16 @@ function build(name, cli, args) {
   return join(out, name);
 }
 
-/** Serves `dir` on 127.0.0.1 (the wasm as application/wasm, as a web server should). */
-async function serve(dir) {
-  const server = createServer(async (req, res) => {
-    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname));
-    const file = join(dir, path === '/' ? 'index.html' : path);
-    try {
-      const body = await readFile(file);
-      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
-      res.end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return { url: `http://127.0.0.1:${server.address().port}/`, close: () => server.close() };
+/** Serves the built app in `dir` (its `index.html` at `/`), runs it, and checks what it reported. */
+async function checkBuiltApp(dir) {
+  const { server, url } = await serveFiles((path) => join(dir, path === '/' ? 'index.html' : path));
+  try {
+    const { results, errors } = await runApp(url);
+    assert.deepEqual(results, EXPECTED);
+    assert.deepEqual(errors, []);
+  } finally {
+    server.close();
+  }
 }
 
 /** Loads `url` twice (a reload between) and returns what the app reported each time. */
@@ -100,28 +92,14 @@ test('an app built by Vite (default config) stores, flushes and reads back after
   const dist = build('vite', 'vite/bin/vite.js', ['build', '--logLevel', 'warn']);
   const assets = readdirSync(join(dist, 'assets'));
   assert.equal(assets.filter((f) => f.endsWith('.wasm')).length, 1, `one wasm asset: ${assets}`);
-  const server = await serve(dist);
-  try {
-    const { results, errors } = await runApp(server.url);
-    assert.deepEqual(results, EXPECTED);
-    assert.deepEqual(errors, []);
-  } finally {
-    server.close();
-  }
+  await checkBuiltApp(dist);
 });
 
 test('an app built by webpack 5 (default config, a page loading main.js) does the same', async () => {
   const dist = build('webpack', 'webpack-cli/bin/cli.js', ['--mode', 'production', '--no-stats']);
   copyFileSync(join(here, 'webpack.html'), join(dist, 'index.html'));
   assert.equal(readdirSync(dist).filter((f) => f.endsWith('.wasm')).length, 1);
-  const server = await serve(dist);
-  try {
-    const { results, errors } = await runApp(server.url);
-    assert.deepEqual(results, EXPECTED);
-    assert.deepEqual(errors, []);
-  } finally {
-    server.close();
-  }
+  await checkBuiltApp(dist);
 });
 
 test("Vite's dev server (pre-bundling the package) serves the app and it works", async () => {
