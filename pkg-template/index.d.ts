@@ -328,6 +328,23 @@ export type ErrorListener = (error: TidekvError) => void;
  * timer per JS realm: unref'ed in Node.js, where pending data is also flushed at `beforeExit`;
  * in browsers a flush also starts when the page is hidden and on `pagehide`.
  */
+/**
+ * The events a store emits: `'change'` (every set, delete, expiry and eviction, `remote` for
+ * another tab's or process's), `'expire'` (expiries alone, the same event object) and
+ * `'error'` (a background failure). `off` removes a listener `on` added.
+ */
+export interface StoreEvents {
+  on(event: 'change', listener: ChangeListener): void;
+  on(event: 'expire', listener: ExpireListener): void;
+  on(event: 'error', listener: ErrorListener): void;
+  off(event: 'change', listener: ChangeListener): void;
+  off(event: 'expire', listener: ExpireListener): void;
+  off(event: 'error', listener: ErrorListener): void;
+}
+
+/** A store has every method of {@link StoreEvents}. */
+export interface Store extends StoreEvents {}
+
 export class Store {
   private constructor();
   /**
@@ -430,12 +447,6 @@ export class Store {
   /** Removes every expired key now; returns how many. */
   sweepExpired(): number;
   stats(): Stats;
-  on(event: 'change', listener: ChangeListener): void;
-  on(event: 'expire', listener: ExpireListener): void;
-  on(event: 'error', listener: ErrorListener): void;
-  off(event: 'change', listener: ChangeListener): void;
-  off(event: 'expire', listener: ExpireListener): void;
-  off(event: 'error', listener: ErrorListener): void;
   /** Resolves once everything written before the call is committed by the backend. */
   flush(): Promise<void>;
   /** Flushes, then rewrites the backend's data to hold only live keys. */
@@ -459,7 +470,7 @@ export class Store {
  * rejects with code `'Backend'`; writes stay buffered and are retried with backoff. Another
  * client's flushed write replaces the local copy (`change` events with `remote: true`).
  */
-export interface RedisStore {
+export interface RedisStore extends StoreEvents {
   /** Stores `value`, replacing the whole entry (as `Store.set`); buffered. Throws and stores nothing on bad input. */
   set<T>(key: string, value: T & Serializable<T>, options?: SetOptions): void;
   /** Stores many entries as one change: all or nothing, and one transaction in Redis. */
@@ -505,12 +516,6 @@ export interface RedisStore {
   /** Removes every expired local copy now; returns how many (Redis expires keys itself). */
   sweepExpired(): number;
   stats(): RedisStoreStats;
-  on(event: 'change', listener: ChangeListener): void;
-  on(event: 'expire', listener: ExpireListener): void;
-  on(event: 'error', listener: ErrorListener): void;
-  off(event: 'change', listener: ChangeListener): void;
-  off(event: 'expire', listener: ExpireListener): void;
-  off(event: 'error', listener: ErrorListener): void;
   /** Resolves once Redis acknowledged everything written before the call. */
   flush(): Promise<void>;
   /**
