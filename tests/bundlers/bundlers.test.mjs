@@ -109,10 +109,14 @@ test("Vite's dev server (pre-bundling the package) serves the app and it works",
   const port = probe.address().port;
   probe.close();
   rmSync(join(here, 'node_modules/.vite'), { recursive: true, force: true });
-  const vite = spawn(process.execPath, [join(here, 'node_modules/vite/bin/vite.js'), '--host', '127.0.0.1', '--port', String(port), '--strictPort'], { cwd: here, stdio: ['ignore', 'pipe', 'pipe'] });
+  // No colours (CI=true would turn them on, and escape codes split the words looked for).
+  const env = { ...process.env, NO_COLOR: '1' };
+  const vite = spawn(process.execPath, [join(here, 'node_modules/vite/bin/vite.js'), '--host', '127.0.0.1', '--port', String(port), '--strictPort'], { cwd: here, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
-  vite.stdout.on('data', (d) => { log += d; });
-  vite.stderr.on('data', (d) => { log += d; });
+  // eslint-disable-next-line no-control-regex
+  const plain = (d) => String(d).replace(/\x1b\[[0-9;]*m/g, '');
+  vite.stdout.on('data', (d) => { log += plain(d); });
+  vite.stderr.on('data', (d) => { log += plain(d); });
   try {
     const deadline = Date.now() + 30_000;
     while (!/Local:/.test(log)) {
