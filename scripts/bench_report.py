@@ -327,9 +327,14 @@ def package_size(pkg_dir):
         if isinstance(exports, str):
             return None
         if isinstance(exports, dict):
-            for k in ("browser", "import", "default"):
-                if k in exports and isinstance(exports[k], str) and k == "browser":
-                    return exports[k]
+            browser = exports.get("browser")
+            if isinstance(browser, str):
+                return browser
+            if isinstance(browser, dict):
+                # A condition object: its JavaScript entry (`types` names the declarations).
+                for k in ("import", "default"):
+                    if isinstance(browser.get(k), str):
+                        return browser[k]
             for v in exports.values():
                 found = browser_entry(v)
                 if found:
