@@ -215,12 +215,13 @@ fn failed_flushes_are_kept_retried_with_backoff_and_lose_nothing() {
     let stats = store.stats();
     assert_eq!(stats.flush_failures, 3);
     assert_eq!(stats.buffer_bytes, 0);
-    let keys: Vec<String> = written
+    let mut keys: Vec<String> = written
         .lock()
         .unwrap()
         .iter()
         .map(|r| r.key().to_string())
         .collect();
+    keys.sort();
     assert_eq!(keys, ["a", "b"]);
 }
 

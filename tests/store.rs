@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tidekv::{
-    Backend, Batch, Error, Kind, ManualClock, Options, PutRecord, Record, Replay, SetOptions, Store,
+    Backend, Batch, Error, Kind, ManualClock, Options, PutRecord, Record, Replay, SetOptions,
+    Store, WriteBatch,
 };
 
 fn store() -> (Store, ManualClock) {
@@ -320,7 +321,7 @@ fn a_replayed_record_the_store_refuses_fails_the_open() {
 
 #[test]
 fn overwriting_a_pending_key_replaces_its_bytes() {
-    let (s, _) = store();
+    let s = Store::with_backend(Box::new(Recorder::default()), Options::default()).unwrap();
     s.set("k", vec![0u8; 100]).unwrap();
     let one = s.stats().buffer_bytes;
     s.set("k", vec![0u8; 100]).unwrap();
@@ -330,6 +331,20 @@ fn overwriting_a_pending_key_replaces_its_bytes() {
     s.flush().unwrap();
     assert_eq!(s.stats().buffer_bytes, 0);
     assert_eq!(s.stats().flushes, 1);
+}
+
+#[test]
+fn a_memory_store_keeps_no_write_buffer_and_flushes_nothing() {
+    let (s, _) = store();
+    s.set("k", vec![0u8; 100]).unwrap();
+    s.set("gone", "x").unwrap();
+    s.delete("gone").unwrap();
+    let stats = s.stats();
+    assert_eq!((stats.buffer_bytes, stats.sets, stats.deletes), (0, 2, 1));
+    s.flush().unwrap();
+    assert_eq!(s.stats().flushes, 0, "nothing to write, so no flush");
+    assert_eq!(s.get("k").unwrap().as_deref(), Some(&[0u8; 100][..]));
+    s.close().unwrap();
 }
 
 #[test]
@@ -732,4 +747,98 @@ fn a_source_of_truth_is_asked_on_a_miss_and_never_replayed() {
         Some(&b"v"[..]),
         "cached keys need no fetch"
     );
+}
+
+#[test]
+fn a_write_batch_over_many_keys_is_seen_whole_and_lands_in_one_backend_write() {
+    let backend = Recorder::default();
+    let batches = Arc::clone(&backend.batches);
+    let s = Store::with_backend(Box::new(backend), Options::default()).unwrap();
+    let reader = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            // Keys spread over every shard; a listing sees all of the batch or none of it.
+            loop {
+                let n = s.keys("b:").unwrap().len();
+                assert!(n == 0 || n == 500, "a listing saw part of a batch: {n}");
+                if n == 500 {
+                    break;
+                }
+            }
+        })
+    };
+    let mut batch = WriteBatch::new();
+    for i in 0..500 {
+        batch.set(format!("b:{i:03}"), "v");
+    }
+    s.apply(batch).unwrap();
+    reader.join().unwrap();
+    s.flush().unwrap();
+    let written = batches.lock().unwrap();
+    assert_eq!(written.len(), 1, "one flush, one write");
+    assert_eq!(written[0].len(), 500);
+    assert_eq!(s.stats().flushes, 1);
+}
+
+#[test]
+fn a_refused_op_anywhere_in_a_batch_leaves_every_key_untouched() {
+    let (s, _) = store();
+    let mut batch = WriteBatch::new();
+    for i in 0..100 {
+        batch.set(format!("k{i:02}"), "v");
+    }
+    batch.set("", "no key").set("k-last", "v");
+    assert!(matches!(s.apply(batch), Err(Error::InvalidKey { .. })));
+    assert_eq!(s.len().unwrap(), 0);
+    // The first refused op is the one reported, wherever its key lives.
+    for first in 0..20 {
+        let mut batch = WriteBatch::new();
+        for i in 0..20 {
+            if i == first {
+                batch.set("", "no key");
+            } else if i > first {
+                // Refused too (an empty tag), but later: never the error reported.
+                batch.set_with(format!("t{i}"), "v", SetOptions::new().tags([""]));
+            } else {
+                batch.set(format!("t{i}"), "v");
+            }
+        }
+        assert!(matches!(s.apply(batch), Err(Error::InvalidKey { .. })));
+    }
+    assert_eq!(s.len().unwrap(), 0);
+}
+
+#[test]
+fn listings_cover_every_key_once_sorted_with_tags_counted_once() {
+    let (s, _) = store();
+    let other = s.namespace("other").unwrap();
+    let tagged = SetOptions::new().tags(["t"]);
+    for i in (0..1_000).rev() {
+        s.set_with(&format!("k{i:04}"), "v", tagged.clone())
+            .unwrap();
+        other.set(&format!("o{i:04}"), "w").unwrap();
+    }
+    let want: Vec<String> = (0..1_000).map(|i| format!("k{i:04}")).collect();
+    assert_eq!(s.keys("").unwrap(), want);
+    assert_eq!(s.query_by_tags(&["t"]).unwrap(), want);
+    assert_eq!(s.list_tags().unwrap(), [("t".to_string(), 1_000)]);
+    assert_eq!((s.len().unwrap(), other.len().unwrap()), (1_000, 1_000));
+    let mut walked: Vec<String> = s.entries("k").unwrap().map(|e| e.unwrap().0).collect();
+    walked.sort();
+    assert_eq!(walked, want);
+    // A snapshot: namespaces in creation order, keys sorted within each.
+    let snap: Vec<(String, String)> = s
+        .snapshot()
+        .unwrap()
+        .iter()
+        .map(|r| (r.namespace().to_string(), r.key().to_string()))
+        .collect();
+    assert_eq!(snap.len(), 2_000);
+    assert!(snap[..1_000].iter().all(|(ns, _)| ns.is_empty()));
+    assert!(snap
+        .windows(2)
+        .all(|w| w[0] < w[1] || w[0].0.is_empty() && !w[1].0.is_empty()));
+    assert_eq!(s.clear().unwrap(), 1_000);
+    assert!(s.is_empty().unwrap());
+    assert_eq!(s.stats().keys, 1_000, "the other namespace stays");
 }

@@ -18,7 +18,7 @@ fn preloaded(data: &Data, cap: Option<u64>) -> Store {
     };
     let store = Store::memory(options).expect("open");
     for key in &data.keys {
-        store.set(key, data.value.clone()).expect("set");
+        store.set(key, data.value()).expect("set");
     }
     store.flush().expect("flush");
     store
@@ -52,7 +52,7 @@ pub fn bench(c: &mut Criterion, scale: &Scale) {
                 n += iters;
                 let start = Instant::now();
                 for key in &keys {
-                    store.set(key, data.value.clone()).expect("set");
+                    store.set(key, data.value()).expect("set");
                 }
                 start.elapsed()
             })

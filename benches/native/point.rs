@@ -44,6 +44,14 @@ impl Data {
             value: Bytes::from(vec![0xA5u8; 100]),
         }
     }
+
+    /// The value to store, copied as a user's code would hand over its own buffer: each set
+    /// (of every peer) stores its own allocation. A clone of one shared `Bytes` would make
+    /// every stored value share one reference count, which threads reading different keys
+    /// would then fight over.
+    pub fn value(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.value)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -75,7 +83,7 @@ fn run<K: Kv>(kv: &Arc<K>, data: &Arc<Data>, op: Op, threads: usize, iters: u64)
                 (0..iters)
                     .map(|i| {
                         let k = format!("del:{t}:{i:010}");
-                        kv.set(&k, data.value.clone());
+                        kv.set(&k, data.value());
                         k
                     })
                     .collect()
@@ -110,7 +118,7 @@ fn run<K: Kv>(kv: &Arc<K>, data: &Arc<Data>, op: Op, threads: usize, iters: u64)
                         Op::Set => {
                             for i in 0..iters as usize {
                                 let k = &data.keys[data.order[(i + offset) & MASK]];
-                                kv.set(k, data.value.clone());
+                                kv.set(k, data.value());
                             }
                         }
                         Op::Delete => {
@@ -135,7 +143,7 @@ fn run<K: Kv>(kv: &Arc<K>, data: &Arc<Data>, op: Op, threads: usize, iters: u64)
 fn peer<K: Kv>(c: &mut Criterion, data: &Arc<Data>, name: &str, kv: K, threads: usize) {
     let kv = Arc::new(kv);
     for key in &data.keys {
-        kv.set(key, data.value.clone());
+        kv.set(key, data.value());
     }
     kv.settle();
     let mut group = c.benchmark_group(format!("point_{threads}t"));
@@ -158,7 +166,7 @@ pub fn bench(c: &mut Criterion, scale: &Scale) {
     // one clock read per operation (what a store that checks a TTL on every read pays).
     let floor = Floor::default();
     for key in &data.keys {
-        floor.set(key, data.value.clone());
+        floor.set(key, data.value());
     }
     for (name, with_clock) in [("floor_get", false), ("floor_get_with_clock", true)] {
         clock.bench_function(name, |b| {

@@ -32,7 +32,10 @@ pub(crate) struct Dirty {
 pub struct Batch {
     /// Identifies the batch for `ack`/`fail`.
     pub id: u64,
-    /// The records, in the order the changes were made; each key appears at most once.
+    /// The records, each key at most once with its newest state. An engine's batch is in the
+    /// order the changes were made; a native store, whose keys are spread over several
+    /// engines (shards), writes their batches as one, so records of *different* keys may come
+    /// in any order (a key's own changes were already merged into its one record).
     pub records: Vec<Record>,
     /// Sum of the records' uncompressed sizes ([`Record::size`]).
     pub bytes: usize,

@@ -104,7 +104,61 @@ pub(crate) struct Entry {
 /// Bookkeeping bytes counted per entry besides its key, value and tags: the (key, entry) pair
 /// in the dense array, its table slot and control byte.
 pub(crate) const ENTRY_OVERHEAD: u64 =
-    (core::mem::size_of::<(Box<str>, Entry)>() + core::mem::size_of::<usize>() + 1) as u64;
+    (core::mem::size_of::<(SlabKey, Entry)>() + core::mem::size_of::<u32>() + 1) as u64;
+
+/// Keys of up to this many bytes are kept inside their pair in the dense array.
+const INLINE_KEY: usize = 22;
+
+/// A key as the dense array keeps it: a short key (most are) inline — no allocation of its
+/// own, and no pointer for a lookup to follow to compare it — a longer one on the heap. 24
+/// bytes either way.
+#[derive(Clone, Debug)]
+pub(crate) enum SlabKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<str>),
+}
+
+impl SlabKey {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            SlabKey::Inline { len, bytes } => &bytes[..*len as usize],
+            SlabKey::Heap(key) => key.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `str` whole (see `From`), so always UTF-8: never the fallback.
+            SlabKey::Inline { .. } => core::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            SlabKey::Heap(key) => key,
+        }
+    }
+
+    fn inline(key: &str) -> Option<SlabKey> {
+        let len = key.len();
+        (len <= INLINE_KEY).then(|| {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..len].copy_from_slice(key.as_bytes());
+            SlabKey::Inline {
+                len: len as u8,
+                bytes,
+            }
+        })
+    }
+}
+
+impl From<&str> for SlabKey {
+    fn from(key: &str) -> SlabKey {
+        SlabKey::inline(key).unwrap_or_else(|| SlabKey::Heap(key.into()))
+    }
+}
+
+impl From<Box<str>> for SlabKey {
+    /// A short key is copied inline (its allocation is freed); a long one keeps its allocation.
+    fn from(key: Box<str>) -> SlabKey {
+        SlabKey::inline(&key).unwrap_or(SlabKey::Heap(key))
+    }
+}
 
 /// Bytes counted per tag of an entry besides the tag itself: its pointer in the entry and the
 /// key's place in the tag index.
@@ -187,8 +241,9 @@ impl Entry {
 /// per key, and less to touch when a replay fills it. Removing a key moves the last pair into the
 /// hole, so the array stays dense.
 pub(crate) struct Entries {
-    table: HashTable<usize>,
-    slab: Vec<(Box<str>, Entry)>,
+    /// Positions in `slab` (4 bytes: a namespace holds fewer than 2^32 keys).
+    table: HashTable<u32>,
+    slab: Vec<(SlabKey, Entry)>,
     hasher: DefaultHashBuilder,
 }
 
@@ -233,7 +288,7 @@ impl Entries {
     pub fn try_reserve(&mut self, additional: usize) -> bool {
         let slab = &self.slab;
         self.table
-            .try_reserve(additional, |&i| table_hash(slab[i].1.hash))
+            .try_reserve(additional, |&i| table_hash(slab[i as usize].1.hash))
             .is_ok()
             && self.slab.try_reserve_exact(additional).is_ok()
     }
@@ -241,7 +296,8 @@ impl Entries {
     /// Gives back room beyond what the entries need.
     pub fn shrink_to_fit(&mut self) {
         let slab = &self.slab;
-        self.table.shrink_to_fit(|&i| table_hash(slab[i].1.hash));
+        self.table
+            .shrink_to_fit(|&i| table_hash(slab[i as usize].1.hash));
         self.slab.shrink_to_fit();
     }
 
@@ -249,11 +305,12 @@ impl Entries {
     pub fn find(&self, key: &str) -> Result<usize, u32> {
         let hash = self.key_hash(key);
         let slab = &self.slab;
-        // The key itself, not the kept hash, decides: the hash sits on another cache line of
-        // the pair than the key's pointer (and the value a get returns).
+        // The key itself, not the kept hash, decides: a short key is in the pair, at its start.
         self.table
-            .find(table_hash(hash), |&i| &*slab[i].0 == key)
-            .copied()
+            .find(table_hash(hash), |&i| {
+                slab[i as usize].0.as_bytes() == key.as_bytes()
+            })
+            .map(|&i| i as usize)
             .ok_or(hash)
     }
 
@@ -271,7 +328,7 @@ impl Entries {
     /// The pair at a position [`Entries::find`] returned.
     pub fn at(&self, pos: usize) -> (&str, &Entry) {
         let (key, entry) = &self.slab[pos];
-        (key, entry)
+        (key.as_str(), entry)
     }
 
     /// Replaces the entry at a position [`Entries::find`] returned, giving back the old one.
@@ -282,18 +339,19 @@ impl Entries {
     }
 
     /// Adds `key`, which [`Entries::find`] just reported absent with `hash`.
-    pub fn insert_new(&mut self, hash: u32, key: Box<str>, mut entry: Entry) {
-        let pos = self.slab.len();
+    pub fn insert_new(&mut self, hash: u32, key: impl Into<SlabKey>, mut entry: Entry) {
+        let pos = self.slab.len() as u32;
         entry.hash = hash;
-        self.slab.push((key, entry));
+        self.slab.push((key.into(), entry));
         let slab = &self.slab;
-        self.table
-            .insert_unique(table_hash(hash), pos, |&i| table_hash(slab[i].1.hash));
+        self.table.insert_unique(table_hash(hash), pos, |&i| {
+            table_hash(slab[i as usize].1.hash)
+        });
     }
 
     /// Sets the entry of `key`, giving back the one it replaced.
-    pub fn insert(&mut self, key: Box<str>, entry: Entry) -> Option<Entry> {
-        match self.find(&key) {
+    pub fn insert(&mut self, key: &str, entry: Entry) -> Option<Entry> {
+        match self.find(key) {
             Ok(pos) => Some(self.replace_at(pos, entry)),
             Err(hash) => {
                 self.insert_new(hash, key, entry);
@@ -308,17 +366,20 @@ impl Entries {
         let slab = &self.slab;
         let (pos, _) = self
             .table
-            .find_entry(table_hash(hash), |&i| &*slab[i].0 == key)
+            .find_entry(table_hash(hash), |&i| {
+                slab[i as usize].0.as_bytes() == key.as_bytes()
+            })
             .ok()?
             .remove();
+        let pos = pos as usize;
         let last = self.slab.len() - 1;
         if pos != last {
             // The last pair moves into the hole: its slot must point at its new place.
             let moved = table_hash(self.slab[last].1.hash);
-            let slot = self.table.find_mut(moved, |&i| i == last);
+            let slot = self.table.find_mut(moved, |&i| i as usize == last);
             debug_assert!(slot.is_some(), "every pair has a table slot");
             if let Some(slot) = slot {
-                *slot = pos;
+                *slot = pos as u32;
             }
         }
         Some(self.slab.swap_remove(pos).1)
@@ -326,7 +387,7 @@ impl Entries {
 
     /// Every (key, entry) pair, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
-        self.slab.iter().map(|(key, entry)| (&**key, entry))
+        self.slab.iter().map(|(key, entry)| (key.as_str(), entry))
     }
 }
 
@@ -369,10 +430,10 @@ mod tests {
     fn entries_stay_findable_as_removals_move_the_last_pair_into_holes() {
         let mut map = Entries::new();
         for i in 0..1_000u64 {
-            assert!(map.insert(format!("k{i}").into(), entry(i)).is_none());
+            assert!(map.insert(&format!("k{i}"), entry(i)).is_none());
         }
         assert_eq!(
-            map.insert("k7".into(), entry(7_000)).map(|e| e.created_at),
+            map.insert("k7", entry(7_000)).map(|e| e.created_at),
             Some(7)
         );
         // Remove every third key, from the middle, the front and the end of the array.
@@ -397,5 +458,31 @@ mod tests {
         assert!(map.try_reserve(10));
         assert!(!map.try_reserve(usize::MAX));
         assert_eq!(map.get("k1").map(|e| e.created_at), Some(1));
+    }
+
+    #[test]
+    fn short_keys_live_inline_and_long_ones_on_the_heap_alike() {
+        let mut map = Entries::new();
+        let long = "x".repeat(INLINE_KEY + 1);
+        let edge = "é".repeat(INLINE_KEY / 2); // 22 bytes of two-byte characters
+        for (i, key) in ["", "a", &edge, &long, "ключ"].iter().enumerate() {
+            assert!(map.insert(key, entry(i as u64)).is_none());
+        }
+        assert!(matches!(SlabKey::from(&*edge), SlabKey::Inline { .. }));
+        assert!(matches!(SlabKey::from(&*long), SlabKey::Heap(_)));
+        assert!(matches!(
+            SlabKey::from(Box::<str>::from("k")),
+            SlabKey::Inline { .. }
+        ));
+        for (i, key) in ["", "a", &edge, &long, "ключ"].iter().enumerate() {
+            let pos = map.find(key).unwrap();
+            assert_eq!(map.at(pos).0, *key);
+            assert_eq!(map.get(key).unwrap().created_at, i as u64);
+        }
+        // A prefix of an inline key is another key.
+        assert!(map.get(&edge[..20]).is_none());
+        let mut keys: Vec<&str> = map.iter().map(|(k, _)| k).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["", "a", &*long, &*edge, "ключ"]);
     }
 }

@@ -75,6 +75,11 @@ pub struct Config {
     /// an unconfirmed change of this engine's is then never evicted. Default `false`: an
     /// evicted key is removed like a delete, from the backend too.
     pub evict_copies_only: bool,
+    /// Keep no write buffer: every change is final once made, and
+    /// [`take_batch`](Engine::take_batch) never has one. For a shell whose backend keeps
+    /// nothing (an in-memory store), where tracking pending changes would be work for nobody.
+    /// Default `false`.
+    pub unbuffered: bool,
 }
 
 /// How many expired keys a write reclaims on its way, at most (see `Engine::reclaim_on_write`).
@@ -99,6 +104,7 @@ impl Default for Config {
             max_memory: None,
             eviction: EvictionPolicy::Lru,
             evict_copies_only: false,
+            unbuffered: false,
         }
     }
 }
@@ -416,22 +422,7 @@ impl Engine {
         ops: &[BatchOp],
         now: u64,
     ) -> core::result::Result<usize, BatchError> {
-        self.check_ns(ns)
-            .map_err(|error| BatchError { index: 0, error })?;
-        let mut checked = Vec::with_capacity(ops.len());
-        for (index, op) in ops.iter().enumerate() {
-            let check = match op {
-                BatchOp::Set {
-                    key,
-                    value,
-                    ttl_ms,
-                    tags,
-                    ..
-                } => self.check_set(ns, key, value, *ttl_ms, tags, now).map(Some),
-                BatchOp::Delete { key } => validate_key(key).map(|()| None),
-            };
-            checked.push(check.map_err(|error| BatchError { index, error })?);
-        }
+        let checked = self.check_ops(ns, ops, now)?;
         let mut deleted = 0;
         for (op, checked) in ops.iter().zip(checked) {
             match (op, checked) {
@@ -449,6 +440,44 @@ impl Engine {
             }
         }
         Ok(deleted)
+    }
+
+    /// The checks [`apply`](Engine::apply) runs before it changes anything, alone: `Ok` if
+    /// every op of `ops` would be accepted. A shell whose keys live in several engines checks
+    /// each engine's part first, then applies them, so the whole batch stays all or nothing.
+    pub fn check_batch(
+        &self,
+        ns: NsId,
+        ops: &[BatchOp],
+        now: u64,
+    ) -> core::result::Result<(), BatchError> {
+        self.check_ops(ns, ops, now).map(|_| ())
+    }
+
+    /// Each op of `ops` checked: a set's checked form, `None` for a delete.
+    fn check_ops<'t>(
+        &self,
+        ns: NsId,
+        ops: &'t [BatchOp],
+        now: u64,
+    ) -> core::result::Result<Vec<Option<CheckedSet<'t>>>, BatchError> {
+        self.check_ns(ns)
+            .map_err(|error| BatchError { index: 0, error })?;
+        let mut checked = Vec::with_capacity(ops.len());
+        for (index, op) in ops.iter().enumerate() {
+            let check = match op {
+                BatchOp::Set {
+                    key,
+                    value,
+                    ttl_ms,
+                    tags,
+                    ..
+                } => self.check_set(ns, key, value, *ttl_ms, tags, now).map(Some),
+                BatchOp::Delete { key } => validate_key(key).map(|()| None),
+            };
+            checked.push(check.map_err(|error| BatchError { index, error })?);
+        }
+        Ok(checked)
     }
 
     /// Every check of a set, with nothing changed: the deadline, the sorted unique tags and the
@@ -560,8 +589,10 @@ impl Engine {
             entry.touched = touched;
             self.insert_entry(ns, key, entry);
         }
-        let space = &mut self.spaces[ns as usize];
-        self.buffer.mark(&mut space.pending, key, record_size, now);
+        if !self.config.unbuffered {
+            let space = &mut self.spaces[ns as usize];
+            self.buffer.mark(&mut space.pending, key, record_size, now);
+        }
         self.stats.sets += 1;
         self.note(ns, key, ChangeOp::Set);
         self.reclaim_on_write(now);
@@ -1624,15 +1655,17 @@ impl Engine {
     /// After expiry removed a key: a pending change of it becomes a Delete, and the event is
     /// queued if asked for.
     fn after_expiry(&mut self, ns: NsId, key: &str) {
-        let size = self.state_size(ns, key);
-        let space = &mut self.spaces[ns as usize];
-        self.buffer.resize(&mut space.pending, key, size);
+        if !self.config.unbuffered {
+            let size = self.state_size(ns, key);
+            let space = &mut self.spaces[ns as usize];
+            self.buffer.resize(&mut space.pending, key, size);
+        }
         self.note(ns, key, ChangeOp::Expire);
     }
 
     fn insert_entry(&mut self, ns: NsId, key: &str, entry: Entry) {
         self.index_entry(ns, key, &entry);
-        self.space(ns).map.insert(key.into(), entry);
+        self.space(ns).map.insert(key, entry);
     }
 
     /// Adds an entry about to enter the map to the indexes and counters.
@@ -1665,6 +1698,9 @@ impl Engine {
     }
 
     fn mark(&mut self, ns: NsId, key: &str, now: u64) {
+        if self.config.unbuffered {
+            return;
+        }
         let size = self.state_size(ns, key);
         let space = &mut self.spaces[ns as usize];
         self.buffer.mark(&mut space.pending, key, size, now);

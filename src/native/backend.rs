@@ -70,6 +70,13 @@ pub trait Backend: Send + 'static {
         Role::Log
     }
 
+    /// Whether this backend stores nothing at all (as [`MemoryBackend`](super::MemoryBackend)),
+    /// so the store need not buffer changes for it: no batch is ever taken, and a flush
+    /// writes nothing. Default: `false`.
+    fn keeps_nothing(&self) -> bool {
+        false
+    }
+
     /// Replays every stored record, oldest first, into `replay`. Called once, at open; an
     /// error from [`Replay::record`] must stop the replay and be returned.
     fn load(&mut self, replay: &mut dyn Replay) -> Result<()>;

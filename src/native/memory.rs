@@ -9,6 +9,10 @@ use crate::{Batch, Result};
 pub struct MemoryBackend;
 
 impl Backend for MemoryBackend {
+    fn keeps_nothing(&self) -> bool {
+        true
+    }
+
     fn load(&mut self, _replay: &mut dyn Replay) -> Result<()> {
         Ok(())
     }

@@ -20,6 +20,7 @@ mod options;
 mod owner;
 #[cfg(feature = "redis")]
 mod redis;
+mod shards;
 mod store;
 mod syncer;
 mod value;

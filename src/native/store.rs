@@ -1,11 +1,13 @@
-//! [`Store`] and [`Namespace`]: `Send + Sync` handles over one engine and one backend.
+//! [`Store`] and [`Namespace`]: `Send + Sync` handles over sharded engines and one backend.
 //!
-//! Locking: the engine sits behind one short-held mutex; the backend behind another that only
-//! flushes and compactions take. A flush takes a batch under the engine lock, releases it,
-//! writes the batch, then acks under the engine lock again — so reads and writes never wait for
-//! I/O, and a write that lands during a flush simply goes into the next batch. Lock order, where
-//! more than one is held: compaction → backend → engine. No lock is held while a user callback
-//! runs.
+//! Locking: the keyspace is split into shards by key hash (`shards.rs`), each an engine behind
+//! its own short-held mutex, so calls on different keys run in parallel; the backend sits
+//! behind another mutex that only flushes, compactions and source-of-truth reads take. A flush
+//! takes every shard's batch under every shard lock, releases them, writes the batches as one,
+//! then acks under the shard locks again — so reads and writes never wait for I/O, and a write
+//! that lands during a flush simply goes into the next batch. Lock order, where more than one
+//! is held: compaction → backend → shards in index order → health/remote. No lock is held
+//! while a user callback runs.
 
 use std::ops::Deref;
 use std::path::Path;
@@ -19,12 +21,13 @@ use bytes::Bytes;
 use super::backend::{CompactionReport, DiskStats};
 use super::file_log::{sync_dir, FileLog};
 use super::options::{ttl_ms, ChangeCallback, ExpireCallback};
+use super::shards::{shard_of, Shards, SHARDS};
 use super::syncer::SyncerShared;
 use super::{
     Backend, Clock, IntoValue, MemoryBackend, Options, RemoteChanges, Replay, Role, SetOptions,
     WriteBatch,
 };
-use crate::core::{log::validate_db_name, Change, ChangeOp, Engine, NsId};
+use crate::core::{log::validate_db_name, Batch, Change, ChangeOp, Engine, NsId};
 use crate::{Error, Metadata, Record, Result, Stats};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -41,9 +44,14 @@ fn backoff(failures: u32) -> Duration {
     (Duration::from_millis(100) * (1u32 << exp)).min(MAX_BACKOFF)
 }
 
-struct State {
-    engine: Engine,
-    closed: bool,
+/// What the backend's last calls said, for the whole store (the shards' own counters would
+/// count one flush once per shard that had records in it).
+#[derive(Default)]
+struct Health {
+    flushes: u64,
+    flush_failures: u64,
+    backend_down: bool,
+    last_error: Option<String>,
 }
 
 /// When automatic work is next due for one store.
@@ -54,7 +62,10 @@ struct Schedule {
 }
 
 pub(crate) struct Shared {
-    state: Mutex<State>,
+    shards: Shards,
+    /// The write buffer's size for the whole store (each shard's engine has its part).
+    buffer_size: usize,
+    health: Mutex<Health>,
     backend: Mutex<Box<dyn Backend>>,
     /// Held for a whole compaction, and by close (which so waits for one to finish).
     compaction: Mutex<()>,
@@ -179,54 +190,187 @@ impl Shared {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        lock(&self.state).closed
+        self.shards.is_closed()
     }
 
     fn syncer_running(&self) -> bool {
         self.syncer.as_ref().is_some_and(|s| s.is_running())
     }
 
-    /// Runs `f` on the engine under the lock, then fires expiry callbacks outside it, then
-    /// starts a flush if one is due (a syncer's, or inline without one).
-    fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut Engine, u64) -> Result<R>) -> Result<R> {
+    /// After a call on shard `i`: publishes its pending bytes and says whether the store's
+    /// write buffer is full. Each shard holds about an equal part of the keys, so of the
+    /// pending bytes: only a shard past its part sums the others'.
+    fn shard_full(&self, i: usize, engine: &Engine) -> bool {
+        let pending = engine.pending_bytes();
+        let count = self.shards.count();
+        if count == 1 {
+            return pending >= self.buffer_size;
+        }
+        self.shards.publish_pending(i, pending);
+        pending * count >= self.buffer_size && self.shards.total_pending() >= self.buffer_size
+    }
+
+    /// Runs `f` on the engine of `key`'s shard under its lock, then fires callbacks outside
+    /// it, then starts a flush if one is due (a syncer's, or inline without one).
+    fn with_key<R>(
+        self: &Arc<Self>,
+        ns: NsId,
+        key: &str,
+        f: impl FnOnce(&mut Engine, u64) -> Result<R>,
+    ) -> Result<R> {
+        self.with_shard(self.shards.index(ns, key), f)
+    }
+
+    /// [`with_key`](Shared::with_key) on shard `shard`.
+    fn with_shard<R>(
+        self: &Arc<Self>,
+        shard: usize,
+        f: impl FnOnce(&mut Engine, u64) -> Result<R>,
+    ) -> Result<R> {
         let now = self.now();
         let (result, changes, flush_due, full) = {
-            let mut state = lock(&self.state);
-            if state.closed {
+            let mut engine = self.shards.lock(shard);
+            if self.shards.is_closed() {
                 return Err(Error::Closed);
             }
-            let result = f(&mut state.engine, now);
-            let changes = self.take_changes(&mut state.engine);
-            let engine = &state.engine;
-            let full = engine.pending_bytes() >= engine.config().buffer_size;
-            (result, changes, engine.flush_due(now), full)
+            let result = f(&mut engine, now);
+            let changes = self.take_changes(&mut engine);
+            let full = self.shard_full(shard, &engine);
+            (result, changes, full || engine.flush_due(now), full)
         };
         self.after_call(changes, flush_due, full);
         result
     }
 
-    /// [`with`](Shared::with) for a call whose answer may not depend on the time: the clock is
-    /// read only if the engine asks for it (a key with a TTL, a flush that may be due). A clock
-    /// read costs a system call on some virtual machines — more than the rest of a get.
-    fn with_lazy_now<R>(
+    /// [`with_key`](Shared::with_key) for a call whose answer may not depend on the time: the
+    /// clock is read only if the engine asks for it (a key with a TTL, a flush that may be
+    /// due). A clock read costs a system call on some virtual machines — more than the rest of
+    /// a get.
+    fn with_key_lazy_now<R>(
         self: &Arc<Self>,
+        ns: NsId,
+        key: &str,
         f: impl FnOnce(&mut Engine, &mut dyn FnMut() -> u64) -> Result<R>,
     ) -> Result<R> {
         let mut at = None;
         let mut now = || *at.get_or_insert_with(|| self.now());
+        let shard = self.shards.index(ns, key);
         let (result, changes, flush_due, full) = {
-            let mut state = lock(&self.state);
-            if state.closed {
+            let mut engine = self.shards.lock(shard);
+            if self.shards.is_closed() {
                 return Err(Error::Closed);
             }
-            let result = f(&mut state.engine, &mut now);
-            let changes = self.take_changes(&mut state.engine);
-            let engine = &state.engine;
-            let full = engine.pending_bytes() >= engine.config().buffer_size;
-            (result, changes, engine.flush_due_lazy(&mut now), full)
+            let result = f(&mut engine, &mut now);
+            let changes = self.take_changes(&mut engine);
+            let full = self.shard_full(shard, &engine);
+            (
+                result,
+                changes,
+                full || engine.flush_due_lazy(&mut now),
+                full,
+            )
         };
         self.after_call(changes, flush_due, full);
         result
+    }
+
+    /// Runs `f` on every shard's engine at once, under every lock (taken in order): for calls
+    /// that must see or change the whole store atomically (namespaces, listings, batches that
+    /// span shards, clear). Then as [`with_key`](Shared::with_key).
+    fn with_all<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut [MutexGuard<'_, Engine>], u64) -> Result<R>,
+    ) -> Result<R> {
+        let now = self.now();
+        let (result, changes, flush_due, full) = {
+            let mut engines = self.shards.lock_all();
+            if self.shards.is_closed() {
+                return Err(Error::Closed);
+            }
+            let result = f(&mut engines, now);
+            let mut changes = Vec::new();
+            let (mut due, mut full) = (false, false);
+            for (i, engine) in engines.iter_mut().enumerate() {
+                changes.extend(self.take_changes(engine));
+                due |= engine.flush_due(now);
+                full |= self.shard_full(i, engine);
+            }
+            due |= full;
+            (result, changes, due, full)
+        };
+        self.after_call(changes, flush_due, full);
+        result
+    }
+
+    /// Runs `f` on each shard's engine in turn, one lock at a time, with one reading of the
+    /// clock: for work that is per key anyway (sweeps).
+    fn with_each(self: &Arc<Self>, mut f: impl FnMut(&mut Engine, u64)) -> Result<()> {
+        let now = self.now();
+        let (mut changes, mut flush_due, mut full) = (Vec::new(), false, false);
+        for i in 0..self.shards.count() {
+            let mut engine = self.shards.lock(i);
+            if self.shards.is_closed() {
+                return Err(Error::Closed);
+            }
+            f(&mut engine, now);
+            changes.extend(self.take_changes(&mut engine));
+            flush_due |= engine.flush_due(now);
+            full |= self.shard_full(i, &engine);
+        }
+        flush_due |= full;
+        self.after_call(changes, flush_due, full);
+        Ok(())
+    }
+
+    /// Records the outcome of a backend call ([`Stats::backend_down`], `last_error`).
+    fn note_backend<T>(&self, result: &Result<T>) {
+        let mut health = lock(&self.health);
+        match result {
+            Ok(_) => health.backend_down = false,
+            Err(e) => {
+                health.backend_down = true;
+                health.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// The store's counters: the shards' summed, the backend's from [`Health`].
+    fn stats(&self) -> Stats {
+        let engines = self.shards.lock_all();
+        let mut total = Stats::default();
+        let mut tick = u64::MAX;
+        for engine in &engines {
+            let s = engine.stats();
+            total.sets += s.sets;
+            total.gets += s.gets;
+            total.hits += s.hits;
+            total.misses += s.misses;
+            total.deletes += s.deletes;
+            total.expires += s.expires;
+            total.persists += s.persists;
+            total.keys += s.keys;
+            total.value_bytes += s.value_bytes;
+            total.memory_bytes += s.memory_bytes;
+            total.evictions += s.evictions;
+            total.buffer_bytes += s.buffer_bytes;
+            total.expired_lazy += s.expired_lazy;
+            total.expired_active += s.expired_active;
+            // Every shard is swept on each pass: a pass counts once.
+            total.sweeps = total.sweeps.max(s.sweeps);
+            tick = tick.min(s.tick_interval_ms);
+            total.records_flushed += s.records_flushed;
+        }
+        drop(engines);
+        total.tick_interval_ms = if tick == u64::MAX { 0 } else { tick };
+        total.expired = total.expired_lazy + total.expired_active;
+        total.buffer_size = self.buffer_size as u64;
+        total.buffer_utilization = total.buffer_bytes as f64 * 100.0 / total.buffer_size as f64;
+        let health = lock(&self.health);
+        total.flushes = health.flushes;
+        total.flush_failures = health.flush_failures;
+        total.backend_down = health.backend_down;
+        total.last_error = health.last_error.clone();
+        total
     }
 
     /// What every call does after the engine lock is released: expiry callbacks, then a flush
@@ -263,11 +407,10 @@ impl Shared {
         }
         for attempt in 1..=FETCH_ATTEMPTS {
             let (namespace, since, now) = {
-                let mut state = lock(&self.state);
-                if state.closed {
+                let engine = self.shards.lock_key(ns, key);
+                if self.shards.is_closed() {
                     return Err(Error::Closed);
                 }
-                let engine = &mut state.engine;
                 // The common case, a held copy, is answered without reading the clock unless
                 // the copy has a TTL.
                 let now = match engine.held_deadline(ns, key) {
@@ -288,8 +431,8 @@ impl Shared {
                 (engine.namespace_name(ns)?.to_string(), since, now)
             };
             let fetched = lock(&self.backend).fetch(&namespace, key);
-            let mut state = lock(&self.state);
-            note_backend(&mut state.engine, &fetched);
+            self.note_backend(&fetched);
+            let mut engine = self.shards.lock_key(ns, key);
             let Some(record) = fetched? else {
                 return Ok(());
             };
@@ -305,7 +448,6 @@ impl Shared {
             {
                 continue;
             }
-            let engine = &mut state.engine;
             // A write of this store's may have landed meanwhile: it is newer than the fetch.
             if !engine.is_local(ns, key) && !engine.contains(ns, key, now)? {
                 engine.load(record, now)?;
@@ -328,28 +470,30 @@ impl Shared {
         key_of: impl Fn(&T) -> &str,
     ) -> Result<Vec<T>> {
         if self.role != Role::SourceOfTruth {
-            return self.with(|engine, now| local(engine, now));
+            return self.with_all(|engines, now| merged(engines, &local, now));
         }
-        let (namespace, before) = self.with(|engine, _| {
-            Ok((
-                engine.namespace_name(ns)?.to_string(),
-                engine.unconfirmed_keys(ns)?,
-            ))
+        let (namespace, before) = self.with_all(|engines, _| {
+            let mut unconfirmed = Vec::new();
+            for engine in engines.iter() {
+                unconfirmed.extend(engine.unconfirmed_keys(ns)?);
+            }
+            Ok((engines[0].namespace_name(ns)?.to_string(), unconfirmed))
         })?;
         let listed = remote(&mut **lock(&self.backend), &namespace);
-        let mut state = lock(&self.state);
-        let engine = &mut state.engine;
-        note_backend(engine, &listed);
+        self.note_backend(&listed);
         let listed = listed?;
+        let engines = self.shards.lock_all();
         // Keys confirmed while the backend was asked are taken from the engine too.
         let mut unconfirmed: std::collections::BTreeSet<String> = before.into_iter().collect();
-        unconfirmed.extend(engine.unconfirmed_keys(ns)?);
+        for engine in engines.iter() {
+            unconfirmed.extend(engine.unconfirmed_keys(ns)?);
+        }
         let mut out: std::collections::BTreeSet<T> = listed
             .into_iter()
             .filter(|item| !unconfirmed.contains(key_of(item)))
             .collect();
         out.extend(
-            local(engine, self.now())?
+            merged(&engines, &local, self.now())?
                 .into_iter()
                 .filter(|item| unconfirmed.contains(key_of(item))),
         );
@@ -361,15 +505,16 @@ impl Shared {
         let now = self.now();
         let mut changes = Vec::new();
         {
-            let mut state = lock(&self.state);
-            if state.closed {
+            // Every shard knows every namespace: the first one names its id.
+            let ns = self.shards.lock(0).find_namespace(namespace);
+            let mut engine = self.shards.lock_key(ns.unwrap_or(0), key);
+            if self.shards.is_closed() {
                 return;
             }
-            let engine = &mut state.engine;
             let mut remote = lock(&self.remote);
             remote.note(key_hash(namespace, key));
             let mut held = None;
-            if let Some(ns) = engine.find_namespace(namespace) {
+            if let Some(ns) = ns {
                 if engine.is_pending(ns, key) {
                     // This store's own change lands after the other writer's, and wins.
                     return;
@@ -409,15 +554,16 @@ impl Shared {
     /// Other writers' changes may have been missed: drop every copy that is not this store's
     /// own unconfirmed change (see [`RemoteChanges::resync`]).
     fn resync(&self) {
-        let mut state = lock(&self.state);
-        if state.closed {
+        let mut engines = self.shards.lock_all();
+        if self.shards.is_closed() {
             return;
         }
-        let engine = &mut state.engine;
-        engine.forget_all();
         let mut remote = lock(&self.remote);
-        let in_flight = engine.in_flight_keys();
-        remote.stale_after_flush.extend(in_flight);
+        for engine in engines.iter_mut() {
+            engine.forget_all();
+            let in_flight = engine.in_flight_keys();
+            remote.stale_after_flush.extend(in_flight);
+        }
         remote.epoch += 1;
         remote.resynced_at = remote.epoch;
     }
@@ -485,34 +631,55 @@ impl Shared {
     /// Then, if asked and the backend says so, starts an automatic compaction.
     fn flush(self: &Arc<Self>, may_compact: bool) -> Result<()> {
         let mut backend = lock(&self.backend);
-        let batch = {
-            let mut state = lock(&self.state);
-            if state.closed {
+        // Every shard's batch, taken under every lock: a change that spans shards (a
+        // `WriteBatch`, `clear`) is in all of them or in none.
+        let taken: Vec<(usize, Batch)> = {
+            let mut engines = self.shards.lock_all();
+            if self.shards.is_closed() {
                 return Err(Error::Closed);
             }
-            state.engine.take_batch()
+            let mut taken = Vec::new();
+            for (i, engine) in engines.iter_mut().enumerate() {
+                taken.extend(engine.take_batch().map(|b| (i, b)));
+                self.shards.publish_pending(i, engine.pending_bytes());
+            }
+            taken
         };
-        let Some(batch) = batch else {
+        if taken.is_empty() {
             return Ok(());
-        };
+        }
+        let (ids, batch) = merge_batches(taken);
         let written = backend.write(&batch);
+        drop(batch);
         {
-            let mut state = lock(&self.state);
+            let mut engines = self.shards.lock_all();
+            for &(i, id) in &ids {
+                match &written {
+                    Ok(()) => engines[i].ack(id),
+                    Err(e) => engines[i].fail(id, &e.to_string()),
+                };
+                self.shards.publish_pending(i, engines[i].pending_bytes());
+            }
+            let mut health = lock(&self.health);
             match &written {
                 Ok(()) => {
-                    state.engine.ack(batch.id);
+                    health.flushes += 1;
+                    health.backend_down = false;
                 }
                 Err(e) => {
-                    state.engine.fail(batch.id, &e.to_string());
+                    health.flush_failures += 1;
+                    health.backend_down = true;
+                    health.last_error = Some(e.to_string());
                 }
             }
+            drop(health);
             // Keys another writer changed while this batch was in flight: after a success,
             // which write Redis holds last is unknown, so the copy goes; after a failure the
             // change is pending again and will land last.
             let stale = std::mem::take(&mut lock(&self.remote).stale_after_flush);
             if written.is_ok() {
                 for (ns, key) in stale {
-                    state.engine.forget(ns, &key);
+                    engines[self.shards.index(ns, &key)].forget(ns, &key);
                 }
             }
         }
@@ -549,11 +716,16 @@ impl Shared {
             // Under the backend lock no batch is in flight: the snapshot holds every
             // acknowledged write, and every later batch lands after the compacted data.
             let live = {
-                let state = lock(&self.state);
-                if state.closed {
+                let engines = self.shards.lock_all();
+                if self.shards.is_closed() {
                     return Err(Error::Closed);
                 }
-                state.engine.compaction_snapshot(self.now())
+                let now = self.now();
+                let mut live = Vec::new();
+                for engine in &engines {
+                    live.extend(engine.compaction_snapshot(now));
+                }
+                live
             };
             backend.begin_compaction(live)
         };
@@ -574,9 +746,7 @@ impl Shared {
             Ok(_) => {}
             Err(e) => {
                 log::warn!(target: "tidekv", "compaction failed, the old files stay: {e}");
-                lock(&self.state)
-                    .engine
-                    .note_error(&format!("compaction failed: {e}"));
+                lock(&self.health).last_error = Some(format!("compaction failed: {e}"));
             }
         }
         report
@@ -587,32 +757,33 @@ impl Shared {
         loop {
             self.flush(false)?;
             let mut backend = lock(&self.backend);
-            let mut state = lock(&self.state);
-            if state.closed {
+            let engines = self.shards.lock_all();
+            if self.shards.is_closed() {
                 return Err(Error::Closed);
             }
             // Writes that landed after our flush go in one more round: never drop data.
-            if state.engine.has_unflushed() {
+            if engines.iter().any(|e| e.has_unflushed()) {
                 continue;
             }
-            state.closed = true;
-            drop(state);
+            self.shards.set_closed();
+            drop(engines);
             return backend.close();
         }
     }
 
     /// The syncer's pass over this store: flush if due, sweep if due.
     pub(crate) fn service(self: &Arc<Self>, round: bool, now: Instant) {
-        let (unflushed, due) = {
-            let state = lock(&self.state);
-            if state.closed {
+        let (mut unflushed, mut due) = (false, false);
+        let at = self.now();
+        for i in 0..self.shards.count() {
+            let engine = self.shards.lock(i);
+            if self.shards.is_closed() {
                 return;
             }
-            (
-                state.engine.has_unflushed(),
-                state.engine.flush_due(self.now()),
-            )
-        };
+            unflushed |= engine.has_unflushed();
+            due |= engine.flush_due(at);
+        }
+        due |= self.shards.count() > 1 && self.shards.total_pending() >= self.buffer_size;
         let requested = self.flush_requested.load(Ordering::SeqCst);
         let (retry_pending, allowed) = {
             let schedule = lock(&self.schedule);
@@ -627,12 +798,14 @@ impl Shared {
         }
         let sweep_due = now >= lock(&self.schedule).next_sweep;
         if sweep_due {
-            let delay = self.with(|engine, now| {
+            let mut delay = u64::MAX;
+            let swept = self.with_each(|engine, now| {
                 let budget = engine.config().sweep_budget;
                 engine.sweep(now, budget);
-                Ok(engine.next_tick_ms(now))
+                delay = delay.min(engine.next_tick_ms(now));
             });
-            if let Ok(ms) = delay {
+            if swept.is_ok() {
+                let ms = delay;
                 lock(&self.schedule).next_sweep = Instant::now() + Duration::from_millis(ms);
             }
         }
@@ -653,12 +826,41 @@ impl Shared {
     }
 }
 
-/// Records the outcome of a backend call in the engine's stats ([`Stats::backend_down`]).
-fn note_backend<T>(engine: &mut Engine, result: &Result<T>) {
-    match result {
-        Ok(_) => engine.note_backend(Ok(())),
-        Err(e) => engine.note_backend(Err(&e.to_string())),
+/// A listing over every shard: `local`'s answer for each, merged in order.
+fn merged<T: Ord>(
+    engines: &[MutexGuard<'_, Engine>],
+    local: &impl Fn(&Engine, u64) -> Result<Vec<T>>,
+    now: u64,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for engine in engines {
+        out.extend(local(engine, now)?);
     }
+    if engines.len() > 1 {
+        out.sort_unstable();
+    }
+    Ok(out)
+}
+
+/// The shards' batches as the one batch a backend writes, with each shard's batch id for its
+/// ack. One shard's batch passes as it is.
+fn merge_batches(mut taken: Vec<(usize, Batch)>) -> (Vec<(usize, u64)>, Batch) {
+    let ids = taken.iter().map(|(i, b)| (*i, b.id)).collect();
+    if taken.len() == 1 {
+        let (_, batch) = taken.pop().expect("one batch");
+        return (ids, batch);
+    }
+    let records = taken.iter().map(|(_, b)| b.records.len()).sum();
+    let mut merged = Batch {
+        id: taken[0].1.id,
+        records: Vec::with_capacity(records),
+        bytes: 0,
+    };
+    for (_, batch) in taken {
+        merged.bytes += batch.bytes;
+        merged.records.extend(batch.records);
+    }
+    (ids, merged)
 }
 
 /// A store as the [`RemoteChanges`] sink of its backend. Weak, so the backend's thread never
@@ -886,20 +1088,33 @@ impl Store {
         // Over a source of truth, the memory cap bounds the copies: evicting one never
         // deletes the data.
         config.evict_copies_only = role == Role::SourceOfTruth;
-        let mut engine = Engine::new(config)?;
+        // Nothing to write to: a change is final when made, with no buffer to keep.
+        config.unbuffered = backend.keeps_nothing();
+        // A memory cap is one budget the eviction policy spends over the whole keyspace, so a
+        // capped store keeps one engine; others spread their keys over shards.
+        let count = if config.max_memory.is_some() {
+            1
+        } else {
+            SHARDS
+        };
+        let buffer_size = config.buffer_size;
+        let mut shards = Shards::new(&config, count)?;
         let now = options.clock.now_ms();
         if role == Role::Log {
+            let mut engines = shards.engines_mut();
             backend.load(&mut OpeningEngine {
-                engine: &mut engine,
+                engines: &mut engines,
                 now,
+                last_ns: None,
             })?;
-            engine.finish_load();
+            for engine in engines {
+                engine.finish_load();
+            }
         }
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                engine,
-                closed: false,
-            }),
+            shards,
+            buffer_size,
+            health: Mutex::new(Health::default()),
             backend: Mutex::new(backend),
             compaction: Mutex::new(()),
             compacting: AtomicBool::new(false),
@@ -941,7 +1156,14 @@ impl Store {
     /// A handle to namespace `name` (created on first use). `""` is the default namespace;
     /// other names follow the key rules, else [`Error::InvalidName`].
     pub fn namespace(&self, name: &str) -> Result<Namespace> {
-        let id = self.shared().with(|engine, _| engine.namespace(name))?;
+        // Created in every shard at once, under every lock: the shards agree on every id.
+        let id = self.shared().with_all(|engines, _| {
+            let mut id = 0;
+            for engine in engines.iter_mut() {
+                id = engine.namespace(name)?;
+            }
+            Ok(id)
+        })?;
         Ok(Namespace {
             owner: Arc::clone(&self.default.owner),
             id,
@@ -958,14 +1180,15 @@ impl Store {
         // readers and writers get in between chunks of a large reclaim.
         let mut at = None;
         loop {
-            let report = shared.with(|engine, now| {
+            let mut more_due = false;
+            let swept = shared.with_each(|engine, now| {
                 let now = *at.get_or_insert(now);
-                Ok(engine.sweep(now, engine.config().sweep_budget))
+                let report = engine.sweep(now, engine.config().sweep_budget);
+                removed += report.expired;
+                more_due |= report.more_due;
             });
-            match report {
-                Ok(report) if report.more_due => removed += report.expired,
-                Ok(report) => return removed + report.expired,
-                Err(_) => return removed,
+            if swept.is_err() || !more_due {
+                return removed;
             }
         }
     }
@@ -1011,22 +1234,31 @@ impl Store {
     pub fn snapshot(&self) -> Result<Vec<Record>> {
         let shared = self.shared();
         let now = shared.now();
-        let state = lock(&shared.state);
-        if state.closed {
+        let engines = shared.shards.lock_all();
+        if shared.shards.is_closed() {
             return Err(Error::Closed);
         }
-        Ok(state.engine.snapshot(now))
+        let mut records = Vec::new();
+        for engine in &engines {
+            records.extend(engine.snapshot(now));
+        }
+        if engines.len() > 1 {
+            // Each shard's are in namespace-creation order then by key: so is the whole.
+            let order = |r: &Record| (engines[0].find_namespace(r.namespace()), r.key().to_owned());
+            records.sort_by_cached_key(order);
+        }
+        Ok(records)
     }
 
     /// A snapshot of the store's counters.
     pub fn stats(&self) -> Stats {
-        lock(&self.shared().state).engine.stats()
+        self.shared().stats()
     }
 
     /// The last error a flush or compaction met since the store was opened, if any (also
     /// `stats().last_error`). It stays set after later flushes succeed.
     pub fn last_error(&self) -> Option<String> {
-        lock(&self.shared().state).engine.stats().last_error
+        lock(&self.shared().health).last_error.clone()
     }
 }
 
@@ -1061,8 +1293,9 @@ impl Namespace {
         let ttl = options.ttl.map(ttl_ms).transpose()?;
         let (value, kind) = value.into_value();
         let kind = options.kind.unwrap_or(kind);
-        self.shared()
-            .with(|engine, now| engine.set(self.id, key, value, kind, ttl, &options.tags, now))
+        self.shared().with_key(self.id, key, |engine, now| {
+            engine.set(self.id, key, value, kind, ttl, &options.tags, now)
+        })
     }
 
     /// Stores `value` as JSON ([`Kind::Json`](crate::Kind::Json): JavaScript reads back the
@@ -1123,14 +1356,18 @@ impl Namespace {
             // A held copy is the answer: one lock, no clock read unless it has a TTL.
             let held = self
                 .shared()
-                .with_lazy_now(|engine, now| engine.get_if_held(self.id, key, now))?;
+                .with_key_lazy_now(self.id, key, |engine, now| {
+                    engine.get_if_held(self.id, key, now)
+                })?;
             if let Some((value, _)) = held {
                 return Ok(Some(value));
             }
             self.shared().fetch_missing(self.id, key)?;
         }
         self.shared()
-            .with_lazy_now(|engine, now| Ok(engine.get_lazy(self.id, key, now)?.map(|(v, _)| v)))
+            .with_key_lazy_now(self.id, key, |engine, now| {
+                Ok(engine.get_lazy(self.id, key, now)?.map(|(v, _)| v))
+            })
     }
 
     /// The value and metadata under `key`, or `None` if there is none or it expired.
@@ -1139,9 +1376,9 @@ impl Namespace {
     /// large value never holds up other readers and writers.
     pub fn get_with_metadata(&self, key: &str) -> Result<Option<(Bytes, Metadata)>> {
         self.shared().fetch_missing(self.id, key)?;
-        let found = self
-            .shared()
-            .with(|engine, now| engine.get_with_metadata(self.id, key, now))?;
+        let found = self.shared().with_key(self.id, key, |engine, now| {
+            engine.get_with_metadata(self.id, key, now)
+        })?;
         Ok(found.map(|(value, mut meta)| {
             meta.measure_stored_size(&value);
             (value, meta)
@@ -1151,15 +1388,16 @@ impl Namespace {
     /// Whether `key` holds a live value.
     pub fn contains(&self, key: &str) -> Result<bool> {
         self.shared().fetch_missing(self.id, key)?;
-        self.shared()
-            .with(|engine, now| engine.contains(self.id, key, now))
+        self.shared().with_key(self.id, key, |engine, now| {
+            engine.contains(self.id, key, now)
+        })
     }
 
     /// Removes `key`; `true` if it held a live value.
     pub fn delete(&self, key: &str) -> Result<bool> {
         self.shared().fetch_missing(self.id, key)?;
         self.shared()
-            .with(|engine, now| engine.delete(self.id, key, now))
+            .with_key(self.id, key, |engine, now| engine.delete(self.id, key, now))
     }
 
     /// Applies every set and delete of `batch`, all or nothing (see [`WriteBatch`]): if any
@@ -1177,15 +1415,51 @@ impl Namespace {
                 }
             }
         }
-        self.shared()
-            .with(|engine, now| Ok(engine.apply(self.id, &ops, now)?))
+        let shared = self.shared();
+        if shared.shards.count() == 1 {
+            return shared.with_all(|engines, now| Ok(engines[0].apply(self.id, &ops, now)?));
+        }
+        let mut parts: Vec<Vec<crate::core::BatchOp>> = vec![Vec::new(); shared.shards.count()];
+        // Each part's ops' places in the whole batch, to report its first refused op.
+        let mut places: Vec<Vec<usize>> = vec![Vec::new(); shared.shards.count()];
+        for (place, op) in ops.into_iter().enumerate() {
+            let key = match &op {
+                crate::core::BatchOp::Set { key, .. } | crate::core::BatchOp::Delete { key } => key,
+            };
+            let shard = shared.shards.index(self.id, key);
+            parts[shard].push(op);
+            places[shard].push(place);
+        }
+        // Under every lock: every part is checked before any is applied, so the batch is all
+        // or nothing across shards, for readers and for the next flush alike.
+        shared.with_all(|engines, now| {
+            engines[0].namespace_name(self.id)?;
+            let refused = engines
+                .iter()
+                .zip(&parts)
+                .zip(&places)
+                .filter_map(|((engine, part), places)| {
+                    let e = engine.check_batch(self.id, part, now).err()?;
+                    Some((places[e.index], e.error))
+                })
+                .min_by_key(|(place, _)| *place);
+            if let Some((_, error)) = refused {
+                return Err(error);
+            }
+            let mut deleted = 0;
+            for (engine, part) in engines.iter_mut().zip(&parts) {
+                deleted += engine.apply(self.id, part, now)?;
+            }
+            Ok(deleted)
+        })
     }
 
     /// Time left before `key` expires; `None` if the key does not exist or has no TTL.
     pub fn ttl(&self, key: &str) -> Result<Option<Duration>> {
         self.shared().fetch_missing(self.id, key)?;
-        self.shared()
-            .with(|engine, now| Ok(engine.ttl(self.id, key, now)?.map(Duration::from_millis)))
+        self.shared().with_key(self.id, key, |engine, now| {
+            Ok(engine.ttl(self.id, key, now)?.map(Duration::from_millis))
+        })
     }
 
     /// Makes a live `key` expire `ttl` from now, keeping its value and tags; `true` if the key
@@ -1193,15 +1467,17 @@ impl Namespace {
     pub fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
         let ttl = ttl_ms(ttl)?;
         self.shared().fetch_missing(self.id, key)?;
-        self.shared()
-            .with(|engine, now| engine.expire(self.id, key, ttl, now))
+        self.shared().with_key(self.id, key, |engine, now| {
+            engine.expire(self.id, key, ttl, now)
+        })
     }
 
     /// Removes the TTL of a live `key`; `true` if the key exists.
     pub fn persist(&self, key: &str) -> Result<bool> {
         self.shared().fetch_missing(self.id, key)?;
-        self.shared()
-            .with(|engine, now| engine.persist(self.id, key, now))
+        self.shared().with_key(self.id, key, |engine, now| {
+            engine.persist(self.id, key, now)
+        })
     }
 
     /// Live keys that start with `prefix`, sorted; `""` lists every key. On a
@@ -1220,8 +1496,8 @@ impl Namespace {
     /// [`Role::SourceOfTruth`] backend, as [`keys`](Namespace::keys).
     pub fn query_by_tags<S: AsRef<str>>(&self, tags: &[S]) -> Result<Vec<String>> {
         if tags.is_empty() {
-            return self.shared().with(|engine, _| {
-                engine.namespace_name(self.id)?;
+            return self.shared().with_all(|engines, _| {
+                engines[0].namespace_name(self.id)?;
                 Ok(Vec::new())
             });
         }
@@ -1239,7 +1515,15 @@ impl Namespace {
     pub fn list_tags(&self) -> Result<Vec<(String, usize)>> {
         let shared = self.shared();
         if shared.role != Role::SourceOfTruth {
-            return shared.with(|engine, now| engine.list_tags(self.id, now));
+            return shared.with_all(|engines, now| {
+                let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+                for engine in engines.iter() {
+                    for (tag, n) in engine.list_tags(self.id, now)? {
+                        *counts.entry(tag).or_default() += n;
+                    }
+                }
+                Ok(counts.into_iter().collect())
+            });
         }
         // A listing of (tag, key) pairs: each key's tags as the backend holds them, or as
         // the engine does for a key with an unconfirmed change.
@@ -1363,10 +1647,14 @@ impl Namespace {
         let walk = if self.shared().role == Role::SourceOfTruth {
             Walk::Listed(self.keys(prefix)?.into_iter())
         } else {
-            Walk::Engine(
-                self.shared()
-                    .with(|engine, _| engine.entries_cursor(self.id, prefix))?,
-            )
+            let first = self
+                .shared()
+                .with_shard(0, |engine, _| engine.entries_cursor(self.id, prefix))?;
+            Walk::Engine {
+                shard: 0,
+                prefix: prefix.to_string(),
+                cursor: first,
+            }
         };
         Ok(Entries {
             namespace: self.clone(),
@@ -1381,7 +1669,13 @@ impl Namespace {
         if self.shared().role == Role::SourceOfTruth {
             return Ok(self.keys("")?.len());
         }
-        self.shared().with(|engine, now| engine.len(self.id, now))
+        self.shared().with_all(|engines, now| {
+            let mut len = 0;
+            for engine in engines.iter() {
+                len += engine.len(self.id, now)?;
+            }
+            Ok(len)
+        })
     }
 
     /// Whether the namespace holds no live key.
@@ -1400,17 +1694,31 @@ impl Namespace {
         } else {
             Vec::new()
         };
-        self.shared().with(|engine, now| {
-            let held = engine.clear(self.id, now)?;
-            Ok(held + engine.delete_unheld(self.id, &listed, now)?)
+        let shared = self.shared();
+        let mut by_shard = vec![Vec::new(); shared.shards.count()];
+        for key in listed {
+            by_shard[shared.shards.index(self.id, &key)].push(key);
+        }
+        // Every shard at once, under every lock: one change, so in one flush.
+        shared.with_all(|engines, now| {
+            let mut removed = 0;
+            for (engine, listed) in engines.iter_mut().zip(&by_shard) {
+                removed += engine.clear(self.id, now)?;
+                removed += engine.delete_unheld(self.id, listed, now)?;
+            }
+            Ok(removed)
         })
     }
 }
 
 /// How an [`Entries`] walk finds its keys.
 enum Walk {
-    /// The engine holds every key: walk it in chunks.
-    Engine(crate::core::EntriesCursor),
+    /// The engines hold every key: walk them in chunks, shard after shard.
+    Engine {
+        shard: usize,
+        prefix: String,
+        cursor: crate::core::EntriesCursor,
+    },
     /// A source of truth holds them: the keys it listed, read one by one.
     Listed(std::vec::IntoIter<String>),
 }
@@ -1435,14 +1743,29 @@ impl Iterator for Entries {
                 return Some(Ok(entry));
             }
             match &mut self.walk {
-                Walk::Engine(cursor) => {
+                Walk::Engine {
+                    shard,
+                    prefix,
+                    cursor,
+                } => {
+                    let shared = self.namespace.shared();
                     if cursor.is_done() {
-                        return None;
+                        *shard += 1;
+                        if *shard >= shared.shards.count() {
+                            return None;
+                        }
+                        let next = shared.with_shard(*shard, |engine, _| {
+                            engine.entries_cursor(self.namespace.id, prefix)
+                        });
+                        match next {
+                            Ok(next) => *cursor = next,
+                            Err(e) => return Some(Err(e)),
+                        }
+                        continue;
                     }
-                    let chunk = self
-                        .namespace
-                        .shared()
-                        .with(|engine, now| engine.next_entries(cursor, ENTRIES_CHUNK, now));
+                    let chunk = shared.with_shard(*shard, |engine, now| {
+                        engine.next_entries(cursor, ENTRIES_CHUNK, now)
+                    });
                     match chunk {
                         Ok(chunk) => self.chunk.extend(chunk),
                         Err(e) => return Some(Err(e)),
@@ -1461,19 +1784,86 @@ impl Iterator for Entries {
     }
 }
 
-/// The engine of a store being opened, as its backend's [`Replay`] target.
-struct OpeningEngine<'a> {
-    engine: &'a mut Engine,
+/// The engines of a store being opened, as its backend's [`Replay`] target: each record goes
+/// to its key's shard.
+struct OpeningEngine<'a, 'e> {
+    engines: &'a mut [&'e mut Engine],
     /// The open's one reading of the clock: records expired by then are dropped.
     now: u64,
+    /// The last record's namespace and its id (records come in long runs of one namespace).
+    last_ns: Option<(String, NsId)>,
 }
 
-impl Replay for OpeningEngine<'_> {
+impl Replay for OpeningEngine<'_, '_> {
     fn reserve(&mut self, records: usize) {
-        self.engine.reserve_for_load(records);
+        let share = records.div_ceil(self.engines.len());
+        for engine in self.engines.iter_mut() {
+            engine.reserve_for_load(share);
+        }
     }
 
     fn record(&mut self, record: Record) -> Result<()> {
-        self.engine.load(record, self.now)
+        if self.engines.len() == 1 {
+            return self.engines[0].load(record, self.now);
+        }
+        let ns = match &self.last_ns {
+            Some((name, id)) if name == record.namespace() => *id,
+            _ => {
+                // Created in every shard, so the shards agree on its id.
+                let mut id = 0;
+                for engine in self.engines.iter_mut() {
+                    id = engine.namespace(record.namespace())?;
+                }
+                self.last_ns = Some((record.namespace().to_string(), id));
+                id
+            }
+        };
+        let shard = shard_of(self.engines.len(), ns, record.key());
+        self.engines[shard].load(record, self.now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A key of the default namespace in another shard than `k0`, and `k0`'s shard.
+    fn key_in_another_shard(store: &Store) -> (String, usize) {
+        let shards = &store.shared().shards;
+        let shard = shards.index(0, "k0");
+        let other = (1..)
+            .map(|i| format!("k{i}"))
+            .find(|k| shards.index(0, k) != shard)
+            .expect("keys spread over shards");
+        (other, shard)
+    }
+
+    #[test]
+    fn a_call_never_waits_for_a_lock_held_on_another_shard() {
+        let store = Store::memory(Options::default()).unwrap();
+        assert_eq!(store.shared().shards.count(), SHARDS);
+        let (free, shard) = key_in_another_shard(&store);
+        store.set(&free, "v").unwrap();
+        // Another caller is inside shard `shard` (as a long call would be) ...
+        let guard = store.shared().shards.lock(shard);
+        let (done, answer) = mpsc::channel();
+        let other = store.clone();
+        let worker = thread::spawn(move || {
+            other.set(&format!("{free}!"), "w").ok();
+            done.send(other.get(&free).unwrap()).unwrap();
+        });
+        // ... and a call on a key of another shard still completes (with one engine lock it
+        // would wait for the guard forever: the bound only turns that hang into a failure).
+        let got = answer.recv_timeout(Duration::from_secs(30));
+        drop(guard);
+        worker.join().unwrap();
+        assert_eq!(got.unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn a_store_with_a_memory_cap_keeps_one_engine() {
+        let store = Store::memory(Options::default().max_memory(1 << 20)).unwrap();
+        assert_eq!(store.shared().shards.count(), 1);
     }
 }
