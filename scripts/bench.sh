@@ -6,7 +6,9 @@
 #   --quick     reduced sizes and sampling: proves every bench builds and runs (CI); writes
 #               its report to $CARGO_TARGET_DIR/bench-quick/BENCHMARKS.md unless --out is given.
 #   --out FILE  where to write the report (default: BENCHMARKS.md, or the quick path above).
-# The raw results (JSON, criterion estimates) stay in $CARGO_TARGET_DIR/bench-{full,quick}/.
+# The raw results (JSON, criterion estimates) stay in $CARGO_TARGET_DIR/bench-{full,quick}/, with
+# the CPU profiles the report shows (scripts/profile.sh: perf on the native bench binary's
+# profile_* loops; bench/node/profile.mjs: V8's profiler on the npm package's Node.js build).
 # A benchmark, not a test: nothing here fails on a slow figure, only on a bench that breaks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -33,7 +35,27 @@ mkdir -p "$run_dir"
 start=$(date +%s)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 missing=()
+broken=()
 step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+# node_wasm_symbols MAP: wasm-opt's symbol map (function index:name) of pkg/node/tidekv_bg.wasm,
+# made from the last cargo wasm build (scripts/build-npm.sh builds the Node.js one last) the way
+# build-npm.sh makes the package's; fails unless that yields exactly the package's wasm.
+node_wasm_symbols() {
+  local tmp status=1
+  command -v wasm-bindgen >/dev/null && [ -x node_modules/.bin/wasm-opt ] || return 1
+  tmp=$(mktemp -d)
+  if wasm-bindgen --target nodejs --no-typescript --out-dir "$tmp" \
+      "$target_dir/wasm32-unknown-unknown/release/tidekv.wasm" \
+    && node_modules/.bin/wasm-opt -O3 --symbolmap="$1" -o "$tmp/tidekv.wasm" "$tmp/tidekv_bg.wasm" \
+    && cmp -s "$tmp/tidekv.wasm" pkg/node/tidekv_bg.wasm; then
+    status=0
+  else
+    echo "no names for the wasm functions: rebuilding pkg/node/tidekv_bg.wasm did not give the same file" >&2
+  fi
+  rm -rf "$tmp"
+  return $status
+}
 
 step "tools"
 if [ $quick = 0 ] || ! command -v chromium >/dev/null; then
@@ -57,6 +79,18 @@ for part in "native:memory,point,tick,evict,reclaim" "native-disk:persist,reopen
 done
 rm -rf "$TIDEKV_BENCH_DIR"
 
+# A profile that breaks is named in the report, and fails a --quick run (CI) once the report is
+# written, but does not cost a full run its report. A machine without perf is not broken:
+# scripts/profile.sh then records why there is no profile and exits 0.
+profile_step() {
+  local what=$1
+  shift
+  "$@" || { broken+=("$what"); missing+=("$what: failed in this run (see the output of scripts/bench.sh)"); }
+}
+
+step "native CPU profiles (scripts/profile.sh: perf on the bench binary's profile_* loops)"
+profile_step "native CPU profiles" scripts/profile.sh ${TIDEKV_BENCH_QUICK:+--quick} "$run_dir/profiles.json"
+
 step "Redis bench (tidekv on Redis against the redis crate and redis-benchmark, one server)"
 set +e
 TIDEKV_BENCH_OUT="$run_dir/redis.json" cargo bench --features redis --bench redis 2>&1 \
@@ -79,6 +113,17 @@ if [ -f pkg/package.json ]; then
 
   step "Node.js bench"
   node bench/node/bench.mjs ${TIDEKV_BENCH_QUICK:+--quick} --out "$run_dir/node.json"
+
+  step "Node.js CPU profile (bench/node/profile.mjs)"
+  # The package's wasm carries no function names; a full run rebuilds its Node.js wasm with
+  # wasm-opt's symbol map (about 20 s) and uses the map only if that build is byte for byte the
+  # wasm in pkg/.
+  symbols=()
+  if [ $quick = 0 ] && node_wasm_symbols "$run_dir/node-wasm-symbols.txt"; then
+    symbols=(--symbols "$run_dir/node-wasm-symbols.txt")
+  fi
+  profile_step "Node.js CPU profile" node bench/node/profile.mjs ${TIDEKV_BENCH_QUICK:+--quick} \
+    --out "$run_dir/node-profile.json" "${symbols[@]+"${symbols[@]}"}"
 
   step "browser bench (headless Chromium)"
   node bench/browser/run.mjs ${TIDEKV_BENCH_QUICK:+--quick} --out "$run_dir/browser.json"
@@ -118,3 +163,7 @@ json.dump({
 EOF
 python3 scripts/bench_report.py "$run_dir" "$out"
 echo "benchmarks done in $(( $(date +%s) - start )) s: $out"
+if [ ${#broken[@]} -gt 0 ]; then
+  printf 'broken: %s\n' "${broken[@]}" >&2
+  [ $quick = 0 ] || exit 1
+fi

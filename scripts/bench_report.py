@@ -10,6 +10,8 @@ Reads, from the run's output directory:
   browser.json          rows from bench/browser (optional)
   redis.json            rows from the Redis bench binary (benches/redis)
   package.json          the npm package's gzip sizes (optional)
+  profiles.json         CPU profiles of the native bench binary's profile_* loops (scripts/profile.sh)
+  node-profile.json     CPU profiles of the npm package's Node.js build (bench/node/profile.mjs)
 and benches/report_notes.md, the hand-written explanations merged under missed targets.
 
 Every number in the output comes from those files; nothing here is a measurement.
@@ -135,6 +137,8 @@ def fill_note(text, res):
         unit = res.rows[(group, metric, peer)][1]
         if unit == "ns":
             return fmt_ns(v)
+        if unit == "%":
+            return f"{fmt_num(v, 1)}%"
         return f"{fmt_num(v, 0 if abs(v) >= 100 else 1)} {unit}"
     return re.sub(r"\{\{([^}]+)\}\}", one, text)
 
@@ -364,6 +368,76 @@ def package_size(pkg_dir):
             "raw_total": sum(r[1] for r in chosen), "gzip_all": sum(r[2] for r in rows)}
 
 
+def load_profiles(run_dir):
+    """The run's CPU profiles: [(source label, JSON or None)], native (perf) first."""
+    return [("`scripts/profile.sh`", load_json(run_dir / "profiles.json", None)),
+            ("`bench/node/profile.mjs`", load_json(run_dir / "node-profile.json", None))]
+
+
+def profile_rows(profiles):
+    """Rows for fill_note: {{profile_get/self_pct/SYMBOL}} and {{profile_get/samples/-}}."""
+    rows = []
+    for _, data in profiles:
+        for p in (data or {}).get("profiles", []):
+            rows.append({"group": p["name"], "metric": "samples", "peer": "-", "value": p["samples"], "unit": "samples"})
+            for r in p["rows"]:
+                rows.append({"group": p["name"], "metric": "self_pct", "peer": r["symbol"],
+                             "value": r["self_pct"], "unit": "%"})
+    return rows
+
+
+def profiles_section(profiles, out, missing):
+    """## Profiles (from this run): one table per profile, named so the notes can point at it."""
+    shown = [(label, data) for label, data in profiles if data and data.get("profiles")]
+    for label, data in profiles:
+        if data is None:
+            missing.append(f"CPU profiles from {label}: not taken in this run")
+        elif not data.get("profiles"):
+            missing.append(f"CPU profiles from {label}: {data.get('reason') or 'none taken'}")
+    if not shown:
+        return
+    out.append("## Profiles (from this run)\n")
+    out.append(
+        "Where the CPU time goes, as self time: what a function ran itself, not its callees; the "
+        "top functions with at least 1.5% each. Each profile is named after its loop, so the "
+        "explanations under the missed targets can point at one.\n"
+    )
+    for label, data in shown:
+        if data.get("tool") == "perf":
+            out.append(
+                f"**Native**, from {label}: the bench binary's `profile_*` groups — plain loops in "
+                "`benches/native/profile.rs`, outside criterion, setup included (a loop over "
+                "preloaded keys shows the preload too) — under `perf record` at "
+                f"{data.get('frequency_hz', '?')} Hz on the `{data.get('event', '?')}` event (perf "
+                f"{data.get('perf_version') or '?'}): the kernel's software CPU clock, so time a thread "
+                "spends blocked (on an fsync, a lock) does not show. The bench binary is built with "
+                "LTO: a function the compiler inlined counts in its caller (`native::main` is the loop "
+                "itself). "
+                + ("In a `--quick` run each loop runs once, so a short one holds few samples.\n"
+                   if data.get("quick") else
+                   "A short loop runs several times under one `perf record`, for about 1,000 samples.\n"))
+        else:
+            out.append(f"**Node.js**, from {label} (Node.js {data.get('node_version', '?')}): "
+                       f"{data.get('note', '')}.\n")
+        for p in data["profiles"]:
+            out.append(f"### `{p['name']}`\n")
+            runs = p.get("runs", 1)
+            text = (f"{fmt_num(p['samples'])} samples" + (f" over {runs} runs" if runs > 1 else "")
+                    + (f", from `{p['setup']}` (setup, not profiled) and then" if p.get("setup") else ", from")
+                    + f" `{p['command']}`"
+                    + (f", then `{p['report_command']}`" if p.get("report_command") else "") + ".")
+            if p.get("detail"):
+                text += f" {p['detail']}."
+            if p.get("output"):
+                text += " The loop printed: " + "; ".join(f"`{line}`" for line in p["output"]) + "."
+            out.append(text + "\n")
+            rows = [["`" + r["symbol"].replace("|", "\\|") + "`", r["where"], f"{r['self_pct']:.1f}%"]
+                    for r in p["rows"]]
+            if p.get("other_pct") is not None:
+                rows.append(["*all other functions*", "", f"{p['other_pct']:.1f}%"])
+            out.append(table(["function", "in", "self time"], rows) + "\n")
+
+
 def peer_versions():
     """Each peer's version as this tree pins it: Cargo.lock for the Rust peers,
     bench/package-lock.json for the JavaScript ones."""
@@ -394,6 +468,8 @@ def main():
     res.add_rows(load_json(run_dir / "browser.json", []))
     res.add_rows(load_json(run_dir / "redis.json", []))
     add_criterion(res, run_dir / "criterion")
+    profiles = load_profiles(run_dir)
+    res.add_rows(profile_rows(profiles))
     run = {"package": load_json(run_dir / "package.json", {})}
     notes = read_notes()
     quick = machine.get("quick", False)
@@ -662,10 +738,14 @@ def main():
         out.append(table(["file", "size", "gzip -9"], rows) + "\n")
 
     missing = [m_ for m_ in machine.get("missing", [])]
+    profile_out = []
+    profiles_section(profiles, profile_out, missing)
     if missing:
         out.append("## Not measured in this run\n")
         out.extend(f"- {m_}" for m_ in missing)
         out.append("")
+
+    out.extend(profile_out)
 
     missed = [(tid, txt) for tid, txt, _, met in ts if met is False]
     if missed:
