@@ -1,0 +1,275 @@
+//! The JS-side read cache: decoded values of recently read or written keys, kept in a JS `Map`
+//! per namespace, so that `get` and `has` of a key the cache knows never cross into the wasm.
+//!
+//! The engine stays the one source of truth; the cache is a copy that is either exact or
+//! absent. An entry holds the value as the engine would hand it out (a string as is, JSON as its
+//! text, bytes as a private copy), its deadline, and nothing else; a known-absent key is held
+//! as a miss. The fast path serves an entry only while its deadline is in the future (one
+//! `Date.now()`, only for an entry with a TTL), with the engine's rule (`now < deadline`), so a
+//! key that expired always reaches the engine and its lazy expiry, `expire` event and counters.
+//!
+//! Coherence is kept on the Rust side, where every change passes:
+//! - `get`, `has`, `set`, `delete` of one key write (or drop) that key's entry after the engine
+//!   answered;
+//! - every other call that goes through the engine ([`Shared::with`]) — `setMany`,
+//!   `deleteMany`, `clear`, `import`, `expire`, `persist`, a `getOrSet` load, ... — empties the
+//!   whole cache, as does a change another tab committed ([`Shared::refresh`]); only calls that
+//!   change nothing (listings, `ttl`, `stats`, `entries`) keep it;
+//! - a store with a memory cap never caches (an eviction can remove any key, and a read must
+//!   stamp its key's recency), nor does a `RedisStore`'s (its source of truth is elsewhere);
+//! - `close()` empties it and turns it off, so every later call reaches the engine and throws.
+//!
+//! A served read still counts: `gets`, `hits` and `misses` of `stats()` include it.
+//! The cache holds at most 65,536 entries and 16 Mi UTF-16 units or bytes of values per store
+//! (`room` below); past that it starts again empty.
+//!
+//! [`Shared::with`]: super::store::Shared::with
+//! [`Shared::refresh`]: super::store::Shared
+
+use wasm_bindgen::prelude::*;
+
+use bytes::Bytes;
+
+use super::convert::type_error;
+use crate::Kind;
+
+// The fast paths replace `get`, `has`, `set` and `stats` of the Store prototype once, the
+// first time a store is handed to JS; each falls back to the wasm method it replaced whenever
+// the cache cannot answer. A handle's `__tidekv` is `{ c, m }`: its store's cache and its
+// namespace's map. An entry is `{ v, d, k }`: the value, the deadline (`Infinity` without a
+// TTL) and how to hand the value out (0 as is, 1 `JSON.parse`, 2 a copy of the bytes); `MISS`
+// is the entry of a key known to be absent.
+//
+// `set` reads the common options (none, or `{ ttl }` alone) itself — one crossing instead of
+// one per property — and sends every other shape the general way. A text entry that fits is
+// encoded straight into the scratch area (`s`: views of the key's and the value's bytes,
+// remade when the wasm memory grew and dropped its old buffer) for `__setText`, and the cache
+// keeps the caller's string, which is immutable, as its copy. `__setText` answers `NaN` for a
+// U+FFFD that may stand for a lone surrogate: the general way checks it.
+#[wasm_bindgen(inline_js = r#"
+const KB = 3072, VB = 61440, MISS = Object.freeze({ v: undefined, d: Infinity, k: 0 });
+const enc = new TextEncoder(), installed = new WeakSet();
+function install(proto) {
+  const { get, has, set, stats } = proto;
+  const fast = {
+    get(key) {
+      const t = this.__tidekv;
+      if (t !== undefined) {
+        const e = t.m.get(key);
+        if (e !== undefined && (e.d === Infinity || e.d > Date.now())) {
+          const c = t.c;
+          c.gets++;
+          if (e === MISS) { c.misses++; return undefined; }
+          c.hits++;
+          return e.k === 0 ? e.v : e.k === 1 ? JSON.parse(e.v) : e.v.slice();
+        }
+      }
+      return get.call(this, key);
+    },
+    has(key) {
+      const t = this.__tidekv;
+      if (t !== undefined) {
+        const e = t.m.get(key);
+        if (e !== undefined && (e.d === Infinity || e.d > Date.now())) return e !== MISS;
+      }
+      return has.call(this, key);
+    },
+    set(key, value, options) {
+      let ttl;
+      if (options !== undefined) {
+        if (typeof options !== 'object' || options === null || Object.getPrototypeOf(options) !== Object.prototype) return set.call(this, key, value, options);
+        for (const name in options) {
+          if (name !== 'ttl') return set.call(this, key, value, options);
+          ttl = options.ttl;
+        }
+      }
+      const t = this.__tidekv;
+      if (t === undefined || typeof key !== 'string' || typeof value !== 'string' || key.length > KB / 3 || value.length > VB / 3) return this.__setTtl(key, value, ttl);
+      const c = t.c, s = c.s;
+      if (s.k.byteLength === 0) {
+        s.k = new Uint8Array(s.mem.buffer, s.at, KB);
+        s.v = new Uint8Array(s.mem.buffer, s.at + KB, VB);
+      }
+      const d = this.__setText(enc.encodeInto(key, s.k).written, enc.encodeInto(value, s.v).written, ttl);
+      if (d !== d) return this.__setTtl(key, value, ttl);
+      if (c.on) {
+        room(c, value.length);
+        t.m.set(key, { v: value, d, k: 0 });
+      }
+    },
+    stats() {
+      const s = stats.call(this), t = this.__tidekv;
+      if (t !== undefined) {
+        s.gets += t.c.gets;
+        s.hits += t.c.hits;
+        s.misses += t.c.misses;
+      }
+      return s;
+    },
+  };
+  for (const name in fast) Object.defineProperty(proto, name, { ...Object.getOwnPropertyDescriptor(proto, name), value: fast[name] });
+}
+export function newCache(on, mem, at) {
+  return { on, maps: [], n: 0, bytes: 0, gets: 0, hits: 0, misses: 0, s: { mem, at, k: new Uint8Array(0), v: null } };
+}
+const map = (c, ns) => c.maps[ns] || (c.maps[ns] = new Map());
+export function attach(store, c, ns) {
+  const proto = Object.getPrototypeOf(store);
+  if (!installed.has(proto)) { installed.add(proto); install(proto); }
+  Object.defineProperty(store, '__tidekv', { value: { c, m: map(c, ns) } });
+  return store;
+}
+function room(c, size) {
+  if (c.n >= 65536 || c.bytes + size > 16777216) clear(c);
+  c.n++;
+  c.bytes += size;
+}
+export function put(c, ns, key, v, d, k) {
+  if (k === 2) v = v.slice();
+  room(c, k === 2 ? v.byteLength : v.length);
+  map(c, ns).set(key, { v, d, k });
+}
+export function putMiss(c, ns, key) {
+  room(c, 0);
+  map(c, ns).set(key, MISS);
+}
+export function forget(c, ns, key) { c.maps[ns]?.delete(key); }
+export function clear(c) {
+  for (const m of c.maps) m?.clear();
+  c.n = c.bytes = 0;
+}
+export function off(c) { c.on = false; clear(c); }
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = newCache)]
+    fn new_cache(on: bool, memory: JsValue, scratch: u32) -> JsValue;
+    fn attach(store: JsValue, cache: &JsValue, ns: u32) -> JsValue;
+    fn put(cache: &JsValue, ns: u32, key: &JsValue, value: &JsValue, deadline: f64, how: u32);
+    #[wasm_bindgen(js_name = putMiss)]
+    fn put_miss(cache: &JsValue, ns: u32, key: &JsValue);
+    fn forget(cache: &JsValue, ns: u32, key: &JsValue);
+    fn clear(cache: &JsValue);
+    fn off(cache: &JsValue);
+}
+
+/// Bytes of the scratch area for a set's key (the JS glue sends longer keys the general way).
+const KEY_BYTES: usize = 3072;
+/// Bytes of the scratch area for a set's text value, after the key's.
+const VALUE_BYTES: usize = 61_440;
+
+thread_local! {
+    /// Where the JS glue's `set` encodes a text entry (key, then value) for [`scratch_entry`]:
+    /// one area per realm, never moved.
+    static SCRATCH: Box<[u8]> = vec![0; KEY_BYTES + VALUE_BYTES].into_boxed_slice();
+}
+
+/// What the JS glue encoded into the scratch area: the key and the text value, or `None` if
+/// either may hold a lone surrogate (encoded as U+FFFD), which only the JS string can tell.
+pub(crate) fn scratch_entry(
+    key_len: u32,
+    value_len: u32,
+) -> Result<Option<(String, Bytes)>, JsValue> {
+    let (key_len, value_len) = (key_len as usize, value_len as usize);
+    if key_len > KEY_BYTES || value_len > VALUE_BYTES {
+        return Err(type_error("the scratch area holds no such entry"));
+    }
+    SCRATCH.with(|s| {
+        let key = core::str::from_utf8(&s[..key_len]);
+        let value = &s[KEY_BYTES..KEY_BYTES + value_len];
+        let value_ok = core::str::from_utf8(value).is_ok_and(|v| !maybe_lone_surrogate(v));
+        match key {
+            Ok(key) if value_ok && !maybe_lone_surrogate(key) => {
+                Ok(Some((key.to_owned(), Bytes::copy_from_slice(value))))
+            }
+            _ => Ok(None),
+        }
+    })
+}
+
+/// Whether `s` holds U+FFFD, which a JS string's lone surrogate becomes in UTF-8.
+pub(crate) fn maybe_lone_surrogate(s: &str) -> bool {
+    // A `char` pattern outside ASCII is searched as a string: look for its first byte first.
+    !s.is_ascii() && s.contains("\u{FFFD}")
+}
+
+/// One store's read cache (shared by its namespace handles). Every method is a no-op on a
+/// cache that is off.
+pub(crate) struct Cache {
+    js: JsValue,
+    on: std::cell::Cell<bool>,
+}
+
+impl Cache {
+    /// A cache, on or (a memory cap, a `RedisStore`) off for good.
+    pub(crate) fn new(on: bool) -> Cache {
+        Cache {
+            js: new_cache(
+                on,
+                wasm_bindgen::memory(),
+                SCRATCH.with(|s| s.as_ptr() as u32),
+            ),
+            on: std::cell::Cell::new(on),
+        }
+    }
+
+    /// Binds the JS object of a store handle of namespace `ns` to this cache (installing the
+    /// fast paths on its class once) and returns it.
+    pub(crate) fn attach(&self, handle: JsValue, ns: u32) -> JsValue {
+        attach(handle, &self.js, ns)
+    }
+
+    /// `key` holds `value` (as the engine hands it out: `Uint8Array`, string, or JSON's text
+    /// for `kind` JSON) until `deadline` (`None`: no TTL).
+    pub(crate) fn put(
+        &self,
+        ns: u32,
+        key: &JsValue,
+        value: &JsValue,
+        kind: Kind,
+        deadline: Option<u64>,
+    ) {
+        if self.on.get() {
+            let how = match kind {
+                Kind::Text => 0,
+                Kind::Json => 1,
+                Kind::Bytes => 2,
+            };
+            put(
+                &self.js,
+                ns,
+                key,
+                value,
+                deadline.map_or(f64::INFINITY, |d| d as f64),
+                how,
+            );
+        }
+    }
+
+    /// `key` holds nothing.
+    pub(crate) fn put_miss(&self, ns: u32, key: &JsValue) {
+        if self.on.get() {
+            put_miss(&self.js, ns, key);
+        }
+    }
+
+    /// Drops what the cache knows of `key`.
+    pub(crate) fn forget(&self, ns: u32, key: &JsValue) {
+        if self.on.get() {
+            forget(&self.js, ns, key);
+        }
+    }
+
+    /// Drops everything: the engine changed in a way the cache does not follow key by key.
+    pub(crate) fn clear(&self) {
+        if self.on.get() {
+            clear(&self.js);
+        }
+    }
+
+    /// Empties the cache and keeps it off from now on (the store closed).
+    pub(crate) fn off(&self) {
+        if self.on.replace(false) {
+            off(&self.js);
+        }
+    }
+}
