@@ -20,8 +20,9 @@
 //! - `close()` empties it and turns it off, so every later call reaches the engine and throws.
 //!
 //! A served read still counts: `gets`, `hits` and `misses` of `stats()` include it.
-//! The cache holds at most 65,536 entries and 16 Mi UTF-16 units or bytes of values per store
-//! (`room` below); past that it starts again empty.
+//! The cache holds at most 65,536 entries per namespace and 16 Mi UTF-16 units or bytes of
+//! values per store (`keep` below); past that it starts again empty. A value over 1 Mi units
+//! or bytes is never kept.
 //!
 //! [`Shared::with`]: super::store::Shared::with
 //! [`Shared::refresh`]: super::store::Shared
@@ -35,17 +36,21 @@ use crate::Kind;
 
 // The fast paths replace `get`, `has`, `set` and `stats` of the Store prototype once, the
 // first time a store is handed to JS; each falls back to the wasm method it replaced whenever
-// the cache cannot answer. A handle's `__tidekv` is `{ c, m }`: its store's cache and its
-// namespace's map. An entry is `{ v, d, k }`: the value, the deadline (`Infinity` without a
-// TTL) and how to hand the value out (0 as is, 1 `JSON.parse`, 2 a copy of the bytes); `MISS`
-// is the entry of a key known to be absent.
+// the cache cannot answer. A handle's `__tidekv` is its namespace's slot `{ c, m, n }`: the
+// store's cache, the entries by key and how many there are. `m` is a prototype-less object in
+// dictionary mode, not a `Map`: a property lookup is the cheaper of the two in V8, and only a
+// string key is ever looked up in it. An entry is `{ v, d, k }`: the value, the deadline
+// (`Infinity` without a TTL) and how to hand the value out (0 as is, 1 `JSON.parse`, 2 a copy
+// of the bytes); `MISS` is the entry of a key known to be absent.
 //
 // `set` reads the common options (none, or `{ ttl }` alone) itself — one crossing instead of
-// one per property — and sends every other shape the general way. A text entry that fits is
-// encoded straight into the scratch area (`s`: views of the key's and the value's bytes,
-// remade when the wasm memory grew and dropped its old buffer) for `__setText`, and the cache
-// keeps the caller's string, which is immutable, as its copy. `__setText` answers `NaN` for a
-// U+FFFD that may stand for a lone surrogate: the general way checks it.
+// one per property — and calls `__setTtl(key, value, ttl)`; every other shape goes the
+// general way. A text entry that fits is encoded straight into the scratch area (`s`: views of
+// the key's and the value's bytes, remade when the wasm memory grew and dropped its old
+// buffer) for `__setText(keyBytes, valueBytes, ttl)`, which answers the entry's deadline
+// (`Infinity` without a TTL), and the cache keeps the caller's string, which is immutable, as
+// its copy. `__setText` answers `NaN` for a U+FFFD that may stand for a lone surrogate: then
+// `__setTtl` checks it.
 #[wasm_bindgen(inline_js = r#"
 const KB = 3072, VB = 61440, MISS = Object.freeze({ v: undefined, d: Infinity, k: 0 });
 const enc = new TextEncoder(), installed = new WeakSet();
@@ -54,8 +59,8 @@ function install(proto) {
   const fast = {
     get(key) {
       const t = this.__tidekv;
-      if (t !== undefined) {
-        const e = t.m.get(key);
+      if (t !== undefined && typeof key === 'string') {
+        const e = t.m[key];
         if (e !== undefined && (e.d === Infinity || e.d > Date.now())) {
           const c = t.c;
           c.gets++;
@@ -68,8 +73,8 @@ function install(proto) {
     },
     has(key) {
       const t = this.__tidekv;
-      if (t !== undefined) {
-        const e = t.m.get(key);
+      if (t !== undefined && typeof key === 'string') {
+        const e = t.m[key];
         if (e !== undefined && (e.d === Infinity || e.d > Date.now())) return e !== MISS;
       }
       return has.call(this, key);
@@ -92,10 +97,7 @@ function install(proto) {
       }
       const d = this.__setText(enc.encodeInto(key, s.k).written, enc.encodeInto(value, s.v).written, ttl);
       if (d !== d) return this.__setTtl(key, value, ttl);
-      if (c.on) {
-        room(c, value.length);
-        t.m.set(key, { v: value, d, k: 0 });
-      }
+      if (c.on) keep(c, t, key, { v: value, d, k: 0 });
     },
     stats() {
       const s = stats.call(this), t = this.__tidekv;
@@ -110,46 +112,61 @@ function install(proto) {
   for (const name in fast) Object.defineProperty(proto, name, { ...Object.getOwnPropertyDescriptor(proto, name), value: fast[name] });
 }
 export function newCache(on, mem, at) {
-  return { on, maps: [], n: 0, bytes: 0, gets: 0, hits: 0, misses: 0, s: { mem, at, k: new Uint8Array(0), v: null } };
+  return { on, slots: [], bytes: 0, gets: 0, hits: 0, misses: 0, s: { mem, at, k: new Uint8Array(0), v: null } };
 }
-const map = (c, ns) => c.maps[ns] || (c.maps[ns] = new Map());
+function dict() {
+  const m = Object.create(null);
+  m.x = 0;
+  delete m.x;
+  return m;
+}
+const slot = (c, ns) => c.slots[ns] || (c.slots[ns] = { c, m: dict(), n: 0 });
 export function attach(store, c, ns) {
   const proto = Object.getPrototypeOf(store);
   if (!installed.has(proto)) { installed.add(proto); install(proto); }
-  Object.defineProperty(store, '__tidekv', { value: { c, m: map(c, ns) } });
+  Object.defineProperty(store, '__tidekv', { value: slot(c, ns) });
   return store;
 }
-function room(c, size) {
-  if (c.n >= 65536 || c.bytes + size > 16777216) clear(c);
-  c.n++;
-  c.bytes += size;
+const size = (e) => (e === undefined || e === MISS ? 0 : e.k === 2 ? e.v.byteLength : e.v.length);
+function drop(c, t, key) {
+  const old = t.m[key];
+  if (old !== undefined) {
+    c.bytes -= size(old);
+    t.n--;
+    delete t.m[key];
+  }
+}
+function keep(c, t, key, e) {
+  if (size(e) > 1048576) return drop(c, t, key);
+  const old = t.m[key];
+  c.bytes += size(e) - size(old);
+  if (old === undefined) t.n++;
+  if (t.n > 65536 || c.bytes > 16777216) {
+    clear(c, false);
+    c.bytes = size(e);
+    t.n = 1;
+  }
+  t.m[key] = e;
 }
 export function put(c, ns, key, v, d, k) {
-  if (k === 2) v = v.slice();
-  room(c, k === 2 ? v.byteLength : v.length);
-  map(c, ns).set(key, { v, d, k });
+  const t = slot(c, ns);
+  if (k < 3) keep(c, t, key, { v: k === 2 ? v.slice() : v, d, k });
+  else if (k === 3) keep(c, t, key, MISS);
+  else drop(c, t, key);
 }
-export function putMiss(c, ns, key) {
-  room(c, 0);
-  map(c, ns).set(key, MISS);
+export function clear(c, off) {
+  for (const t of c.slots) if (t !== undefined) { t.m = dict(); t.n = 0; }
+  c.bytes = 0;
+  if (off) c.on = false;
 }
-export function forget(c, ns, key) { c.maps[ns]?.delete(key); }
-export function clear(c) {
-  for (const m of c.maps) m?.clear();
-  c.n = c.bytes = 0;
-}
-export function off(c) { c.on = false; clear(c); }
 "#)]
 extern "C" {
     #[wasm_bindgen(js_name = newCache)]
     fn new_cache(on: bool, memory: JsValue, scratch: u32) -> JsValue;
     fn attach(store: JsValue, cache: &JsValue, ns: u32) -> JsValue;
+    /// `how`: 0 to 2 a value (see above), 3 a miss, 4 forget the key.
     fn put(cache: &JsValue, ns: u32, key: &JsValue, value: &JsValue, deadline: f64, how: u32);
-    #[wasm_bindgen(js_name = putMiss)]
-    fn put_miss(cache: &JsValue, ns: u32, key: &JsValue);
-    fn forget(cache: &JsValue, ns: u32, key: &JsValue);
-    fn clear(cache: &JsValue);
-    fn off(cache: &JsValue);
+    fn clear(cache: &JsValue, off: bool);
 }
 
 /// Bytes of the scratch area for a set's key (the JS glue sends longer keys the general way).
@@ -248,28 +265,28 @@ impl Cache {
     /// `key` holds nothing.
     pub(crate) fn put_miss(&self, ns: u32, key: &JsValue) {
         if self.on.get() {
-            put_miss(&self.js, ns, key);
+            put(&self.js, ns, key, &JsValue::UNDEFINED, f64::INFINITY, 3);
         }
     }
 
     /// Drops what the cache knows of `key`.
     pub(crate) fn forget(&self, ns: u32, key: &JsValue) {
         if self.on.get() {
-            forget(&self.js, ns, key);
+            put(&self.js, ns, key, &JsValue::UNDEFINED, 0.0, 4);
         }
     }
 
     /// Drops everything: the engine changed in a way the cache does not follow key by key.
     pub(crate) fn clear(&self) {
         if self.on.get() {
-            clear(&self.js);
+            clear(&self.js, false);
         }
     }
 
     /// Empties the cache and keeps it off from now on (the store closed).
     pub(crate) fn off(&self) {
         if self.on.replace(false) {
-            off(&self.js);
+            clear(&self.js, true);
         }
     }
 }

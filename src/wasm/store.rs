@@ -948,10 +948,7 @@ impl JsStore {
         self.set_checked(&key, name, &value, bytes, kind, ttl_ms, &tags)
     }
 
-    /// `set(key, text, { ttl })` with the key and the text already encoded into the scratch
-    /// area by the JS glue's `set` (`key_len` and `value_len` bytes): returns the entry's
-    /// deadline (`Infinity` without a TTL), or `NaN` if the glue must call `__setTtl` instead
-    /// (a U+FFFD that may stand for a lone surrogate). Internal: call `set`.
+    /// Internal (the JS glue's `set` of text): see `cache.rs`.
     #[wasm_bindgen(js_name = __setText, skip_typescript)]
     pub fn set_text(&self, key_len: u32, value_len: u32, ttl: JsValue) -> Result<f64, JsValue> {
         let Some((name, bytes)) = scratch_entry(key_len, value_len)? else {
@@ -966,8 +963,7 @@ impl JsStore {
         Ok(deadline.map_or(f64::INFINITY, |d| d as f64))
     }
 
-    /// `set(key, value, { ttl })` with the options already read (by the JS glue's `set`, which
-    /// sends every other shape of options to `set`). Internal: call `set`.
+    /// Internal (the JS glue's `set` with no options or `{ ttl }`): see `cache.rs`.
     #[wasm_bindgen(js_name = __setTtl, skip_typescript)]
     pub fn set_ttl(&self, key: JsValue, value: JsValue, ttl: JsValue) -> Result<(), JsValue> {
         let name = string(&key, "key")?;
