@@ -97,7 +97,14 @@ function install(proto) {
       }
       const d = this.__setText(enc.encodeInto(key, s.k).written, enc.encodeInto(value, s.v).written, ttl);
       if (d !== d) return this.__setTtl(key, value, ttl);
-      if (c.on) keep(c, t, key, { v: value, d, k: 0 });
+      if (!c.on) return;
+      const e = t.m[key];
+      if (e === undefined || e === MISS || e.k !== 0) return keep(c, t, key, { v: value, d, k: 0 });
+      // An overwrite of text: the entry is updated in place, nothing allocated.
+      c.bytes += value.length - e.v.length;
+      e.v = value;
+      e.d = d;
+      if (c.bytes > 16777216 || value.length > 1048576) clear(c, false);
     },
     stats() {
       const s = stats.call(this), t = this.__tidekv;

@@ -114,8 +114,11 @@ test('expire() and persist() on a key that was read change what later reads see'
   const s = Store.memory();
   s.set('e', 'v');
   assert.equal(s.get('e'), 'v');
+  const deadline = Date.now() + 20;
   assert.equal(s.expire('e', 20), true);
-  await sleep(40);
+  // Without yielding: no timer sweeps the key away, the read alone must see the new TTL.
+  spinUntil(deadline + 1);
+  assert.equal(s.has('e'), false);
   assert.equal(s.get('e'), undefined);
 
   s.set('p', 'v', { ttl: 20 });
