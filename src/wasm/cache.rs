@@ -36,8 +36,8 @@ use crate::Kind;
 
 // The fast paths replace `get`, `has`, `set` and `stats` of the Store prototype once, the
 // first time a store is handed to JS; each falls back to the wasm method it replaced whenever
-// the cache cannot answer. A handle's `__tidekv` is its namespace's slot `{ c, m, n }`: the
-// store's cache, the entries by key and how many there are. `m` is a prototype-less object in
+// the cache cannot answer. A handle's `__tidekv` is its namespace's slot `{ c, m, n, hits,
+// misses }`: the store's cache, the entries by key, how many there are, and the reads answered. `m` is a prototype-less object in
 // dictionary mode, not a `Map`: a property lookup is the cheaper of the two in V8, and only a
 // string key is ever looked up in it. An entry is `{ v, d, k }`: the value, the deadline
 // (`Infinity` without a TTL) and how to hand the value out (0 as is, 1 `JSON.parse`, 2 a copy
@@ -62,10 +62,8 @@ function install(proto) {
       if (t !== undefined && typeof key === 'string') {
         const e = t.m[key];
         if (e !== undefined && (e.d === Infinity || e.d > Date.now())) {
-          const c = t.c;
-          c.gets++;
-          if (e === MISS) { c.misses++; return undefined; }
-          c.hits++;
+          if (e === MISS) { t.misses++; return undefined; }
+          t.hits++;
           return e.k === 0 ? e.v : e.k === 1 ? JSON.parse(e.v) : e.v.slice();
         }
       }
@@ -109,9 +107,12 @@ function install(proto) {
     stats() {
       const s = stats.call(this), t = this.__tidekv;
       if (t !== undefined) {
-        s.gets += t.c.gets;
-        s.hits += t.c.hits;
-        s.misses += t.c.misses;
+        for (const n of t.c.slots) {
+          if (n === undefined) continue;
+          s.gets += n.hits + n.misses;
+          s.hits += n.hits;
+          s.misses += n.misses;
+        }
       }
       return s;
     },
@@ -119,7 +120,7 @@ function install(proto) {
   for (const name in fast) Object.defineProperty(proto, name, { ...Object.getOwnPropertyDescriptor(proto, name), value: fast[name] });
 }
 export function newCache(on, mem, at) {
-  return { on, slots: [], bytes: 0, gets: 0, hits: 0, misses: 0, s: { mem, at, k: new Uint8Array(0), v: null } };
+  return { on, slots: [], bytes: 0, s: { mem, at, k: new Uint8Array(0), v: null } };
 }
 function dict() {
   const m = Object.create(null);
@@ -127,7 +128,7 @@ function dict() {
   delete m.x;
   return m;
 }
-const slot = (c, ns) => c.slots[ns] || (c.slots[ns] = { c, m: dict(), n: 0 });
+const slot = (c, ns) => c.slots[ns] || (c.slots[ns] = { c, m: dict(), n: 0, hits: 0, misses: 0 });
 export function attach(store, c, ns) {
   const proto = Object.getPrototypeOf(store);
   if (!installed.has(proto)) { installed.add(proto); install(proto); }
