@@ -50,7 +50,8 @@ use crate::Kind;
 // buffer) for `__setText(keyBytes, valueBytes, ttl)`, which answers the entry's deadline
 // (`Infinity` without a TTL), and the cache keeps the caller's string, which is immutable, as
 // its copy. `__setText` answers `NaN` for a U+FFFD that may stand for a lone surrogate: then
-// `__setTtl` checks it.
+// `__setTtl` checks it. A `get` the cache cannot answer sends a string key the same way, to
+// `__getText(key, keyBytes)`, which answers as `get` does and fills the cache.
 #[wasm_bindgen(inline_js = r#"
 const KB = 3072, VB = 61440, MISS = Object.freeze({ v: undefined, d: Infinity, k: 0 });
 const enc = new TextEncoder(), installed = new WeakSet();
@@ -66,6 +67,7 @@ function install(proto) {
           t.hits++;
           return e.k === 0 ? e.v : e.k === 1 ? JSON.parse(e.v) : e.v.slice();
         }
+        if (key.length <= KB / 3) return this.__getText(key, enc.encodeInto(key, views(t.c.s).k).written);
       }
       return get.call(this, key);
     },
@@ -88,11 +90,7 @@ function install(proto) {
       }
       const t = this.__tidekv;
       if (t === undefined || typeof key !== 'string' || typeof value !== 'string' || key.length > KB / 3 || value.length > VB / 3) return this.__setTtl(key, value, ttl);
-      const c = t.c, s = c.s;
-      if (s.k.byteLength === 0) {
-        s.k = new Uint8Array(s.mem.buffer, s.at, KB);
-        s.v = new Uint8Array(s.mem.buffer, s.at + KB, VB);
-      }
+      const c = t.c, s = views(c.s);
       const d = this.__setText(enc.encodeInto(key, s.k).written, enc.encodeInto(value, s.v).written, ttl);
       if (d !== d) return this.__setTtl(key, value, ttl);
       if (!c.on) return;
@@ -118,6 +116,13 @@ function install(proto) {
     },
   };
   for (const name in fast) Object.defineProperty(proto, name, { ...Object.getOwnPropertyDescriptor(proto, name), value: fast[name] });
+}
+function views(s) {
+  if (s.k.byteLength === 0) {
+    s.k = new Uint8Array(s.mem.buffer, s.at, KB);
+    s.v = new Uint8Array(s.mem.buffer, s.at + KB, VB);
+  }
+  return s;
 }
 export function newCache(on, mem, at) {
   return { on, slots: [], bytes: 0, s: { mem, at, k: new Uint8Array(0), v: null } };
@@ -208,6 +213,19 @@ pub(crate) fn scratch_entry(
             }
             _ => Ok(None),
         }
+    })
+}
+
+/// The key the JS glue encoded into the scratch area, or `None` if it may hold a lone
+/// surrogate (see [`scratch_entry`]).
+pub(crate) fn scratch_key(key_len: u32) -> Result<Option<String>, JsValue> {
+    let key_len = key_len as usize;
+    if key_len > KEY_BYTES {
+        return Err(type_error("the scratch area holds no such key"));
+    }
+    SCRATCH.with(|s| match core::str::from_utf8(&s[..key_len]) {
+        Ok(key) if !maybe_lone_surrogate(key) => Ok(Some(key.to_owned())),
+        _ => Ok(None),
     })
 }
 

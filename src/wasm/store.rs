@@ -20,7 +20,7 @@ use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
 
 use super::backend::{Backend, CompactReport};
 use super::backend_idb::IdbBackend;
-use super::cache::{scratch_entry, Cache};
+use super::cache::{scratch_entry, scratch_key, Cache};
 use super::convert::{
     invalid_value, js_result, listener_error, metadata_out, millis, object, options, stats_out,
     string, string_array, strings, tag_counts_out, to_js, type_error, value_in, value_out, warn,
@@ -703,6 +703,31 @@ impl JsStore {
         shared.cache.attach(self.into(), ns)
     }
 
+    /// `get` of `key`, read as the string `name`: the engine's answer, kept in the read cache.
+    fn get_named(&self, key: &JsValue, name: String) -> Result<JsValue, JsValue> {
+        let ns = self.ns;
+        // One lookup that also gives the deadline the cache needs (tags: none or a few, copied).
+        let found = self.shared.with_cache_kept(|e, now| {
+            Ok(js_result(e.get_with_metadata(ns, &name, now))?
+                .map(|(value, meta)| (value, meta.kind, meta.expires_at)))
+        })?;
+        let cache = &self.shared.cache;
+        let Some((value, kind, deadline)) = found else {
+            cache.put_miss(ns, key);
+            return Ok(JsValue::UNDEFINED);
+        };
+        if kind != Kind::Json {
+            let out = value_out(&value, kind)?;
+            cache.put(ns, key, &out, kind, deadline);
+            return Ok(out);
+        }
+        // JSON is cached as its text: every get parses a fresh copy for the caller to own.
+        let out = value_out(&value, kind)?;
+        let text = JsValue::from_str(&String::from_utf8_lossy(&value));
+        cache.put(ns, key, &text, kind, deadline);
+        Ok(out)
+    }
+
     /// A checked `set` of `key` (`name` as a string, `value` as `bytes`): stores it, then
     /// brings the read cache's entry of `key` up to date.
     #[allow(clippy::too_many_arguments)]
@@ -1020,29 +1045,17 @@ impl JsStore {
     /// `undefined` if there is none or it expired.
     pub fn get(&self, key: JsValue) -> Result<JsValue, JsValue> {
         let name = string(&key, "key")?;
-        let ns = self.ns;
-        let found = self.shared.with_cache_kept(|e, now| {
-            let Some((value, kind)) = js_result(e.get(ns, &name, now))? else {
-                return Ok(None);
-            };
-            let deadline = js_result(e.ttl(ns, &name, now))?.map(|left| now + left);
-            Ok(Some((value, kind, deadline)))
-        })?;
-        let cache = &self.shared.cache;
-        let Some((value, kind, deadline)) = found else {
-            cache.put_miss(ns, &key);
-            return Ok(JsValue::UNDEFINED);
-        };
-        if kind != Kind::Json {
-            let out = value_out(&value, kind)?;
-            cache.put(ns, &key, &out, kind, deadline);
-            return Ok(out);
+        self.get_named(&key, name)
+    }
+
+    /// Internal (the JS glue's `get` of a string key the read cache does not hold, the key
+    /// already encoded into the scratch area): see `cache.rs`.
+    #[wasm_bindgen(js_name = __getText, skip_typescript)]
+    pub fn get_text(&self, key: JsValue, key_len: u32) -> Result<JsValue, JsValue> {
+        match scratch_key(key_len)? {
+            Some(name) => self.get_named(&key, name),
+            None => self.get(key),
         }
-        // JSON is cached as its text: every get parses a fresh copy for the caller to own.
-        let out = value_out(&value, kind)?;
-        let text = JsValue::from_str(&String::from_utf8_lossy(&value));
-        cache.put(ns, &key, &text, kind, deadline);
-        Ok(out)
     }
 
     /// `{ value, metadata: { size, storedSize, createdAt, updatedAt, expiresAt, tags, kind,

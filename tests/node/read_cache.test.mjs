@@ -227,6 +227,21 @@ test('set refuses what it always refused, with a read key keeping its value', ()
   assert.equal(s.get('k'), 'a\ufffdb');
   s.set('k\ufffd', 'x');
   assert.equal(s.get('k\ufffd'), 'x');
+  // The same through a read the cache cannot answer (setMany leaves it empty).
+  s.setMany([['k\ufffd', 'y'], ['é', 'z']]);
+  assert.equal(s.get('k\ufffd'), 'y');
+  assert.equal(s.get('é'), 'z');
+  for (const read of [() => s.get('k\udc00'), () => s.has('k\udc00'), () => s.get('\ud800')]) {
+    assert.throws(read, (e) => e instanceof TypeError && /surrogate/.test(e.message));
+  }
+  // A key read before is never found by a value that only converts to it.
+  s.set('1', 'one');
+  s.set('__proto__', 'proto');
+  s.set('toString', 'ts');
+  assert.deepEqual([s.get('1'), s.get('__proto__'), s.get('toString'), s.has('constructor')], ['one', 'proto', 'ts', false]);
+  for (const read of [() => s.get(1), () => s.has(1), () => s.get(undefined), () => s.has(null)]) {
+    assert.throws(read, (e) => e instanceof TypeError && e.code === 'InvalidType');
+  }
   // Keys and values past the glue's scratch area take the general way, and still round-trip.
   const long = 'é'.repeat(30_000);
   s.set('long', long, { ttl: 60_000 });
