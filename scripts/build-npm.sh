@@ -53,6 +53,9 @@ node_modules/.bin/esbuild "$out/node/tidekv.js" --bundle --platform=node --forma
   --target=node18 --external:redis --log-level=warning \
   --log-override:duplicate-object-key=silent --outfile="$out/node/tidekv.cjs"
 rm -rf "$out/node/tidekv.js" "$out/node/snippets"
+# wasm-bindgen copies each exported item's rustdoc into the glue as a JSDoc block; the package's
+# documentation is index.d.ts (and the rustdoc), so those blocks are only bytes to download.
+perl -0pi -e 's{^[ \t]*/\*\*.*?\*/[ \t]*\n}{}gms' "$out/web/tidekv.js" "$out/node/tidekv.cjs"
 
 cp pkg-template/package.json pkg-template/index.d.ts pkg-template/web.js pkg-template/node.js \
   pkg-template/node.cjs pkg-template/README.md "$out/"

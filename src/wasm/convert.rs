@@ -116,7 +116,8 @@ pub(crate) fn string(value: &JsValue, what: &str) -> Result<String, JsValue> {
             type_name(value)
         )));
     };
-    if s.contains('\u{FFFD}') && !value.unchecked_ref::<JsString>().is_valid_utf16() {
+    if super::cache::maybe_lone_surrogate(&s) && !value.unchecked_ref::<JsString>().is_valid_utf16()
+    {
         return Err(type_error(&format!(
             "{what} contains a lone surrogate (not valid Unicode)"
         )));

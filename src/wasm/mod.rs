@@ -13,6 +13,7 @@ mod backend_idb;
 mod backend_node;
 #[cfg(feature = "node")]
 mod backend_redis;
+mod cache;
 mod convert;
 mod idb;
 mod options;

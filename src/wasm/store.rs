@@ -20,6 +20,7 @@ use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
 
 use super::backend::{Backend, CompactReport};
 use super::backend_idb::IdbBackend;
+use super::cache::{scratch_entry, scratch_key, Cache};
 use super::convert::{
     invalid_value, js_result, listener_error, metadata_out, millis, object, options, stats_out,
     string, string_array, strings, tag_counts_out, to_js, type_error, value_in, value_out, warn,
@@ -80,6 +81,8 @@ pub(crate) struct Shared {
     /// The `getOrSet` loads running now, by (namespace, key): every caller that misses a key
     /// while its loader runs gets the same promise.
     loads: RefCell<HashMap<(NsId, String), Promise>>,
+    /// The JS-side copy of recently read and written keys (see [`super::cache`]).
+    pub(super) cache: Cache,
 }
 
 /// A checked `getOrSet` call whose key was not live: what to load and how to store it.
@@ -127,6 +130,8 @@ impl Shared {
         reclaim: Vec<(String, String)>,
     ) -> Rc<Shared> {
         let persistent = backend.is_some();
+        // A cap evicts any key and stamps reads; a copy of a source of truth changes under it.
+        let cached = engine.config().max_memory.is_none() && !engine.config().evict_copies_only;
         if backend.as_ref().is_some_and(|b| b.keeps_expired()) {
             engine.set_track_expired(true);
         }
@@ -144,6 +149,7 @@ impl Shared {
             compaction_queued: Cell::new(false),
             storage: RefCell::new(None),
             loads: RefCell::default(),
+            cache: Cache::new(cached),
         });
         scheduler::register(&shared, persistent);
         if let Some(backend) = &shared.backend {
@@ -186,6 +192,7 @@ impl Shared {
                 }
                 (changes, engine.next_tick_ms(now))
             };
+            me.cache.clear();
             me.emit_changes(changes);
             scheduler::wake(now, next_tick);
             Ok(JsValue::UNDEFINED)
@@ -198,8 +205,19 @@ impl Shared {
 
     /// Runs `f` on the engine with the current time, refusing once the store is closed; then
     /// fires expiry events, starts a flush if the buffer filled, and tells the scheduler when
-    /// the engine next wants a tick.
+    /// the engine next wants a tick. Empties the read cache: `f` may change any key.
     pub(super) fn with<R>(
+        self: &Rc<Self>,
+        f: impl FnOnce(&mut Engine, u64) -> Result<R, JsValue>,
+    ) -> Result<R, JsValue> {
+        let result = self.with_cache_kept(f);
+        self.cache.clear();
+        result
+    }
+
+    /// [`with`](Self::with) for a call that changes nothing, or only the key it names and then
+    /// brings that key's cache entry up to date itself: the read cache is kept.
+    pub(super) fn with_cache_kept<R>(
         self: &Rc<Self>,
         f: impl FnOnce(&mut Engine, u64) -> Result<R, JsValue>,
     ) -> Result<R, JsValue> {
@@ -207,11 +225,18 @@ impl Shared {
             return Err(to_js(Error::Closed));
         }
         let now = now();
-        let (result, changes, flush_due, next_tick) = {
+        let result = f(&mut self.engine.borrow_mut(), now);
+        self.after_call(now);
+        result
+    }
+
+    /// What follows every call on the engine (see [`with`](Self::with)); one copy, not one
+    /// per closure `with` is called with.
+    #[inline(never)]
+    fn after_call(self: &Rc<Self>, now: u64) {
+        let (changes, flush_due, next_tick) = {
             let mut engine = self.engine.borrow_mut();
-            let result = f(&mut engine, now);
             (
-                result,
                 engine.take_changes(),
                 engine.flush_due(now),
                 engine.next_tick_ms(now),
@@ -222,7 +247,6 @@ impl Shared {
             self.kick();
         }
         scheduler::wake(now, next_tick);
-        result
     }
 
     /// One scheduler tick: sweep, fire expiry events, start a due flush. Returns the delay
@@ -234,7 +258,11 @@ impl Shared {
         let (changes, flush_due, mut delay, max_tick) = {
             let mut engine = self.engine.borrow_mut();
             let budget = engine.config().sweep_budget;
-            engine.sweep(now, budget);
+            if engine.sweep(now, budget).expired > 0 {
+                // The cache never serves an expired key; emptied anyway, so that a wall clock
+                // set back cannot bring a swept key back from it.
+                self.cache.clear();
+            }
             (
                 engine.take_changes(),
                 engine.flush_due(now),
@@ -647,6 +675,87 @@ impl JsStore {
         self.ns
     }
 
+    /// An in-memory store, as a Rust value (`Store.memory` in JS, where the store also reads
+    /// through its read cache). Options as there.
+    pub fn memory(opts: JsValue) -> Result<JsStore, JsValue> {
+        let engine = js_result(Engine::new(memory_config(&opts)?))?;
+        Ok(JsStore::bound(Shared::new(engine, None, Vec::new()), 0))
+    }
+
+    /// A handle to namespace `name` of the same store, as a Rust value (`namespace` in JS,
+    /// where the handle also reads through the store's read cache).
+    pub fn namespace(&self, name: JsValue) -> Result<JsStore, JsValue> {
+        let name = string(&name, "namespace name")?;
+        let ns = self
+            .shared
+            .with_cache_kept(|e, _| js_result(e.namespace(&name)))?;
+        Ok(JsStore {
+            shared: Rc::clone(&self.shared),
+            ns,
+            handle: true,
+        })
+    }
+
+    /// This handle as the JS object handed to callers, bound to the store's read cache.
+    fn into_js(self) -> JsValue {
+        let shared = Rc::clone(&self.shared);
+        let ns = self.ns;
+        shared.cache.attach(self.into(), ns)
+    }
+
+    /// `get` of `key`, read as the string `name`: the engine's answer, kept in the read cache.
+    fn get_named(&self, key: &JsValue, name: String) -> Result<JsValue, JsValue> {
+        let ns = self.ns;
+        // One lookup that also gives the deadline the cache needs (tags: none or a few, copied).
+        let found = self.shared.with_cache_kept(|e, now| {
+            Ok(js_result(e.get_with_metadata(ns, &name, now))?
+                .map(|(value, meta)| (value, meta.kind, meta.expires_at)))
+        })?;
+        let cache = &self.shared.cache;
+        let Some((value, kind, deadline)) = found else {
+            cache.put_miss(ns, key);
+            return Ok(JsValue::UNDEFINED);
+        };
+        if kind != Kind::Json {
+            let out = value_out(&value, kind)?;
+            cache.put(ns, key, &out, kind, deadline);
+            return Ok(out);
+        }
+        // JSON is cached as its text: every get parses a fresh copy for the caller to own.
+        let out = value_out(&value, kind)?;
+        let text = JsValue::from_str(&String::from_utf8_lossy(&value));
+        cache.put(ns, key, &text, kind, deadline);
+        Ok(out)
+    }
+
+    /// A checked `set` of `key` (`name` as a string, `value` as `bytes`): stores it, then
+    /// brings the read cache's entry of `key` up to date.
+    #[allow(clippy::too_many_arguments)]
+    fn set_checked(
+        &self,
+        key: &JsValue,
+        name: String,
+        value: &JsValue,
+        bytes: bytes::Bytes,
+        kind: Kind,
+        ttl_ms: Option<u64>,
+        tags: &[String],
+    ) -> Result<(), JsValue> {
+        let ns = self.ns;
+        let stored = self.shared.with_cache_kept(|e, now| {
+            js_result(e.set(ns, &name, bytes, kind, ttl_ms, tags, now))?;
+            Ok(ttl_ms.map(|ttl| now + ttl))
+        });
+        let cache = &self.shared.cache;
+        match stored {
+            // A string is immutable: the caller's own is the copy. Bytes and JSON, which the
+            // caller may still change, are read back from the engine at the next get.
+            Ok(deadline) if kind == Kind::Text => cache.put(ns, key, value, kind, deadline),
+            _ => cache.forget(ns, key),
+        }
+        stored.map(drop)
+    }
+
     /// `import`: see there.
     fn import_now(&self, text: &JsValue) -> Result<JsValue, JsValue> {
         if !text.is_string() {
@@ -843,33 +952,49 @@ impl JsStore {
         *shared.storage.borrow_mut() = storage;
         // Records that expired while the store was closed go at once, not at the first tick.
         shared.start_reclaim();
-        Ok(JsStore::bound(shared, 0).into())
+        Ok(JsStore::bound(shared, 0).into_js())
     }
 
     /// An in-memory store. Options: `bufferSize` (bytes, default 1 MiB), `flushInterval` (ms,
     /// default 1000), `maxValueSize` (bytes, default 512 MiB), `compression`. Unknown options
     /// throw a `TypeError` that names them.
-    pub fn memory(opts: JsValue) -> Result<JsStore, JsValue> {
-        let engine = js_result(Engine::new(memory_config(&opts)?))?;
-        Ok(JsStore::bound(Shared::new(engine, None, Vec::new()), 0))
+    #[wasm_bindgen(js_name = memory)]
+    pub fn memory_js(opts: JsValue) -> Result<JsValue, JsValue> {
+        Ok(Self::memory(opts)?.into_js())
     }
 
     /// Stores `value` under `key`: a `Uint8Array` as bytes, a `string` as text, anything else
     /// as JSON. Options: `ttl` (ms) and `tags` (string[]). Replaces the whole entry. Throws
     /// (and stores nothing) on bad input.
     pub fn set(&self, key: JsValue, value: JsValue, opts: JsValue) -> Result<(), JsValue> {
-        let BatchOp::Set {
-            key,
-            value,
-            kind,
-            ttl_ms,
-            tags,
-        } = set_op(&key, &value, &opts)?
-        else {
-            unreachable!("set_op makes a set");
+        let name = string(&key, "key")?;
+        let (bytes, kind) = value_in(&value)?;
+        let (ttl_ms, tags) = set_options(&opts)?;
+        self.set_checked(&key, name, &value, bytes, kind, ttl_ms, &tags)
+    }
+
+    /// Internal (the JS glue's `set` of text): see `cache.rs`.
+    #[wasm_bindgen(js_name = __setText, skip_typescript)]
+    pub fn set_text(&self, key_len: u32, value_len: u32, ttl: JsValue) -> Result<f64, JsValue> {
+        let Some((name, bytes)) = scratch_entry(key_len, value_len)? else {
+            return Ok(f64::NAN);
         };
-        self.shared
-            .with(|e, now| js_result(e.set(self.ns, &key, value, kind, ttl_ms, &tags, now)))
+        let ttl_ms = millis(&ttl, "ttl")?;
+        let ns = self.ns;
+        let deadline = self.shared.with_cache_kept(|e, now| {
+            js_result(e.set(ns, &name, bytes, Kind::Text, ttl_ms, &[] as &[&str], now))?;
+            Ok(ttl_ms.map(|ttl| now + ttl))
+        })?;
+        Ok(deadline.map_or(f64::INFINITY, |d| d as f64))
+    }
+
+    /// Internal (the JS glue's `set` with no options or `{ ttl }`): see `cache.rs`.
+    #[wasm_bindgen(js_name = __setTtl, skip_typescript)]
+    pub fn set_ttl(&self, key: JsValue, value: JsValue, ttl: JsValue) -> Result<(), JsValue> {
+        let name = string(&key, "key")?;
+        let (bytes, kind) = value_in(&value)?;
+        let ttl_ms = millis(&ttl, "ttl")?;
+        self.set_checked(&key, name, &value, bytes, kind, ttl_ms, &[])
     }
 
     /// Stores many entries as one change: `entries` is an array of `[key, value, options?]`
@@ -919,12 +1044,18 @@ impl JsStore {
     /// The value under `key` as it was stored (`Uint8Array`, `string` or JSON value), or
     /// `undefined` if there is none or it expired.
     pub fn get(&self, key: JsValue) -> Result<JsValue, JsValue> {
-        let key = string(&key, "key")?;
-        self.shared
-            .with(|e, now| match js_result(e.get(self.ns, &key, now))? {
-                Some((value, kind)) => value_out(&value, kind),
-                None => Ok(JsValue::UNDEFINED),
-            })
+        let name = string(&key, "key")?;
+        self.get_named(&key, name)
+    }
+
+    /// Internal (the JS glue's `get` of a string key the read cache does not hold, the key
+    /// already encoded into the scratch area): see `cache.rs`.
+    #[wasm_bindgen(js_name = __getText, skip_typescript)]
+    pub fn get_text(&self, key: JsValue, key_len: u32) -> Result<JsValue, JsValue> {
+        match scratch_key(key_len)? {
+            Some(name) => self.get_named(&key, name),
+            None => self.get(key),
+        }
     }
 
     /// `{ value, metadata: { size, storedSize, createdAt, updatedAt, expiresAt, tags, kind,
@@ -934,7 +1065,7 @@ impl JsStore {
         let key = string(&key, "key")?;
         let found = self
             .shared
-            .with(|e, now| js_result(e.get_with_metadata(self.ns, &key, now)))?;
+            .with_cache_kept(|e, now| js_result(e.get_with_metadata(self.ns, &key, now)))?;
         match found {
             Some((value, mut meta)) => {
                 meta.measure_stored_size(&value);
@@ -949,22 +1080,34 @@ impl JsStore {
 
     /// Whether `key` holds a live value.
     pub fn has(&self, key: JsValue) -> Result<bool, JsValue> {
-        let key = string(&key, "key")?;
-        self.shared
-            .with(|e, now| js_result(e.contains(self.ns, &key, now)))
+        let name = string(&key, "key")?;
+        let live = self
+            .shared
+            .with_cache_kept(|e, now| js_result(e.contains(self.ns, &name, now)))?;
+        if !live {
+            self.shared.cache.put_miss(self.ns, &key);
+        }
+        Ok(live)
     }
 
     /// Removes `key`; `true` if it held a live value.
     pub fn delete(&self, key: JsValue) -> Result<bool, JsValue> {
-        let key = string(&key, "key")?;
-        self.shared
-            .with(|e, now| js_result(e.delete(self.ns, &key, now)))
+        let name = string(&key, "key")?;
+        let removed = self
+            .shared
+            .with_cache_kept(|e, now| js_result(e.delete(self.ns, &name, now)));
+        // Even on an error, the cache must not keep what it knew.
+        self.shared.cache.forget(self.ns, &key);
+        if removed.is_ok() {
+            self.shared.cache.put_miss(self.ns, &key);
+        }
+        removed
     }
 
     /// Milliseconds until `key` expires, or `undefined` if it has no TTL or does not exist.
     pub fn ttl(&self, key: JsValue) -> Result<JsValue, JsValue> {
         let key = string(&key, "key")?;
-        self.shared.with(|e, now| {
+        self.shared.with_cache_kept(|e, now| {
             Ok(js_result(e.ttl(self.ns, &key, now))?
                 .map_or(JsValue::UNDEFINED, |ms| JsValue::from_f64(ms as f64)))
         })
@@ -991,14 +1134,14 @@ impl JsStore {
     pub fn keys(&self, prefix: JsValue) -> Result<JsValue, JsValue> {
         let prefix = prefix_of(&prefix)?;
         self.shared
-            .with(|e, now| Ok(string_array(js_result(e.keys(self.ns, &prefix, now))?)))
+            .with_cache_kept(|e, now| Ok(string_array(js_result(e.keys(self.ns, &prefix, now))?)))
     }
 
     /// Live keys carrying every one of `tags`, sorted.
     #[wasm_bindgen(js_name = queryByTags)]
     pub fn query_by_tags(&self, tags: JsValue) -> Result<JsValue, JsValue> {
         let tags = strings(&tags, "tags")?;
-        self.shared.with(|e, now| {
+        self.shared.with_cache_kept(|e, now| {
             Ok(string_array(js_result(
                 e.query_by_tags(self.ns, &tags, now),
             )?))
@@ -1008,7 +1151,7 @@ impl JsStore {
     /// `[{ tag, count }]` for every tag on a live key, sorted by tag.
     #[wasm_bindgen(js_name = listTags)]
     pub fn list_tags(&self) -> Result<JsValue, JsValue> {
-        self.shared.with(|e, now| {
+        self.shared.with_cache_kept(|e, now| {
             let counts = js_result(e.list_tags(self.ns, now))?;
             Ok(tag_counts_out(
                 counts.into_iter().map(|(tag, n)| (tag, n as f64)),
@@ -1054,7 +1197,7 @@ impl JsStore {
     #[wasm_bindgen(getter)]
     pub fn size(&self) -> Result<f64, JsValue> {
         self.shared
-            .with(|e, now| Ok(js_result(e.len(self.ns, now))? as f64))
+            .with_cache_kept(|e, now| Ok(js_result(e.len(self.ns, now))? as f64))
     }
 
     /// Removes every key of this handle's namespace as one change: readers see all of it or
@@ -1072,7 +1215,7 @@ impl JsStore {
     /// `null`. `tidekv load` and `import` read it.
     #[wasm_bindgen(js_name = export)]
     pub fn export_dump(&self) -> Promise {
-        settle(self.shared.with(|e, now| {
+        settle(self.shared.with_cache_kept(|e, now| {
             let mut out = String::new();
             for record in e.snapshot(now) {
                 if let Record::Put(put) = record {
@@ -1106,14 +1249,9 @@ impl JsStore {
     }
 
     /// A handle to namespace `name` of the same store (its own keys and tags).
-    pub fn namespace(&self, name: JsValue) -> Result<JsStore, JsValue> {
-        let name = string(&name, "namespace name")?;
-        let ns = self.shared.with(|e, _| js_result(e.namespace(&name)))?;
-        Ok(JsStore {
-            shared: Rc::clone(&self.shared),
-            ns,
-            handle: true,
-        })
+    #[wasm_bindgen(js_name = namespace)]
+    pub fn namespace_handle(&self, name: JsValue) -> Result<JsValue, JsValue> {
+        Ok(self.namespace(name)?.into_js())
     }
 
     /// Removes every expired key now; returns how many.
@@ -1207,6 +1345,8 @@ impl JsStore {
         if shared.closed.replace(true) {
             return Promise::reject(&to_js(Error::Closed));
         }
+        // Every later call must reach the engine and throw `Closed`.
+        shared.cache.off();
         scheduler::unregister(shared);
         shared.queue(|me| async move {
             if let Err(e) = me.clone().flush_now().await {

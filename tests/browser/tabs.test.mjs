@@ -66,6 +66,18 @@ test('deletes reach the other tabs', async () => {
   await closeAll([a, b, c]);
 });
 
+test('a key one tab has read, or has read as absent, takes the value another tab commits', async () => {
+  const [a, b] = await tabs('tabs-read-cache', 2);
+  await a.evaluate(async () => { s.set('k', 'v1', { ttl: 60_000 }); s.set('gone', 'x'); await s.flush(); });
+  await until(b, () => s.get('k') === 'v1' && s.get('gone') === 'x');
+  // a's reads: a value, and two keys it does not hold (one never written, one about to be).
+  assert.deepEqual(await a.evaluate(() => [s.get('k'), s.has('new'), s.get('new'), s.get('gone')]), ['v1', false, undefined, 'x']);
+  await b.evaluate(async () => { s.set('k', 'v2'); s.set('new', { n: 2 }); s.delete('gone'); await s.flush(); });
+  await until(a, () => s.get('k') === 'v2' && s.get('new')?.n === 2 && !s.has('gone'));
+  assert.deepEqual(await a.evaluate(() => [s.ttl('k'), s.get('gone')]), [undefined, undefined]);
+  await closeAll([a, b]);
+});
+
 test("compact() in one tab right after another tab's flush keeps the other tab's data", async () => {
   const [a, b] = await tabs('tabs-compact', 2);
   await a.evaluate(async () => { s.set('old', 'a'); await s.flush(); });
