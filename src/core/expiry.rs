@@ -11,24 +11,39 @@ use core::cmp::Ordering;
 
 use super::NsId;
 
-/// One `(deadline, namespace, key)` of the index.
+/// One `(deadline, tie, namespace, key)` of the index. `tie` is a hash of the key: many keys
+/// share a deadline (every set of one millisecond with one TTL), and ordering them by the hash
+/// first means a search compares keys — a pointer to follow, a likely cache miss — almost only
+/// for the key it looks for. It takes what was padding.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Due(u64, NsId, Box<str>);
+struct Due(u64, u32, NsId, Box<str>);
 
-/// What the set is searched by: a `Due`, or a borrowed `(deadline, namespace, &key)`, so that
-/// removing an entry needs no allocation.
+/// The index's tie-break of `key`: FxHash-style word mixing of all of it.
+fn tie(key: &str) -> u32 {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mut h = key.len() as u64;
+    for chunk in key.as_bytes().chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+    }
+    (h >> 32) as u32
+}
+
+/// What the set is searched by: a `Due`, or a borrowed `(deadline, tie, namespace, &key)`, so
+/// that removing an entry needs no allocation.
 trait DueKey {
-    fn parts(&self) -> (u64, NsId, &str);
+    fn parts(&self) -> (u64, u32, NsId, &str);
 }
 
 impl DueKey for Due {
-    fn parts(&self) -> (u64, NsId, &str) {
-        (self.0, self.1, &self.2)
+    fn parts(&self) -> (u64, u32, NsId, &str) {
+        (self.0, self.1, self.2, &self.3)
     }
 }
 
-impl DueKey for (u64, NsId, &str) {
-    fn parts(&self) -> (u64, NsId, &str) {
+impl DueKey for (u64, u32, NsId, &str) {
+    fn parts(&self) -> (u64, u32, NsId, &str) {
         *self
     }
 }
@@ -68,11 +83,12 @@ pub(crate) struct DeadlineIndex {
 
 impl DeadlineIndex {
     pub fn insert(&mut self, deadline: u64, ns: NsId, key: &str) {
-        self.set.insert(Due(deadline, ns, key.into()));
+        self.set.insert(Due(deadline, tie(key), ns, key.into()));
     }
 
     pub fn remove(&mut self, deadline: u64, ns: NsId, key: &str) {
-        self.set.remove(&(deadline, ns, key) as &dyn DueKey);
+        self.set
+            .remove(&(deadline, tie(key), ns, key) as &dyn DueKey);
     }
 
     /// The earliest deadline, if any key has a TTL.
@@ -82,13 +98,15 @@ impl DeadlineIndex {
 
     /// The entries in deadline order, earliest first.
     pub fn iter(&self) -> impl Iterator<Item = (u64, NsId, &str)> {
-        self.set.iter().map(|Due(d, ns, key)| (*d, *ns, &**key))
+        self.set.iter().map(|Due(d, _, ns, key)| (*d, *ns, &**key))
     }
 
     /// Removes and returns the earliest entry if its deadline is at or before `now`.
     pub fn pop_due(&mut self, now: u64) -> Option<(u64, NsId, Box<str>)> {
         match self.set.first() {
-            Some(due) if due.0 <= now => self.set.pop_first().map(|Due(d, ns, key)| (d, ns, key)),
+            Some(due) if due.0 <= now => {
+                self.set.pop_first().map(|Due(d, _, ns, key)| (d, ns, key))
+            }
             _ => None,
         }
     }

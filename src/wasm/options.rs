@@ -123,6 +123,8 @@ pub(crate) fn memory_config(opts: &JsValue) -> Result<Config, JsValue> {
         engine_option(&mut config, &name, &value)?;
     }
     js_result(config.validate())?;
+    // A memory store writes nothing anywhere: a change is final when made, with no buffer.
+    config.unbuffered = true;
     Ok(config)
 }
 

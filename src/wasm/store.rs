@@ -924,7 +924,10 @@ impl JsStore {
         if opts.backend == BackendKind::Redis {
             return open_redis(opts).await;
         }
-        let mut engine = js_result(Engine::new(opts.config.clone()))?;
+        let mut config = opts.config.clone();
+        // Nothing to write to: a change is final when made, with no buffer to keep.
+        config.unbuffered = opts.backend == BackendKind::Memory;
+        let mut engine = js_result(Engine::new(config))?;
         let now = now();
         let mut expired = Vec::new();
         let mut storage = None;

@@ -232,8 +232,10 @@ test('the cut of a torn tail is fsynced before the store opens', async () => {
 test("backend: 'memory' in Node.js opens a store that keeps nothing", async () => {
   const s = await Store.open({ backend: 'memory' });
   s.set('k', 'v');
+  // Nothing to write to: no buffer is kept, and a flush has nothing to do.
+  assert.equal(s.stats().bufferBytes, 0);
   await s.flush();
-  assert.equal(s.stats().flushes, 1);
+  assert.equal(s.stats().flushes, 0);
   await s.close();
   const t = await Store.open({ backend: 'memory' });
   assert.deepEqual(t.keys(), []);
