@@ -160,6 +160,18 @@ def read_notes():
     return {k: "\n".join(v).strip() for k, v in notes.items()}
 
 
+def note_for(notes, tid):
+    """The note of target `tid`, or of its family: `threads_get_hit` falls back to
+    `threads_get`, then `threads` (one explanation for targets that share a cause)."""
+    parts = tid.split("_")
+    while parts:
+        note = notes.get("_".join(parts))
+        if note:
+            return note
+        parts.pop()
+    return "No explanation written yet (add one to `benches/report_notes.md`)."
+
+
 POINT_PEERS = ["tidekv", "tidekv_ttl", "mutex_hashmap", "dashmap", "moka_ttl"]
 POINT_LABEL = {
     "tidekv": "tidekv",
@@ -753,7 +765,7 @@ def main():
         out.append("## Missed targets: what stands in the way\n")
         for tid, txt in missed:
             out.append(f"### {txt}\n")
-            out.append(fill_note(notes.get(tid, "No explanation written yet (add one to `benches/report_notes.md`)."), res) + "\n")
+            out.append(fill_note(note_for(notes, tid), res) + "\n")
 
     out_path.write_text("\n".join(out).rstrip() + "\n")
     print(f"wrote {out_path}")
