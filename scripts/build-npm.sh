@@ -5,7 +5,8 @@
 # build is one CommonJS file (node/tidekv.cjs: wasm-bindgen's `nodejs` glue with its snippets,
 # bundled by esbuild) that both `require('tidekv')` (node.cjs) and `import` (node.js) load, so a
 # program using both gets one Store class and one wasm instance. Prints the gzip size of each
-# build's wasm + JS glue.
+# build's wasm + JS glue. Keeps the browser build's wasm with function names as
+# target/wasm-size/web.wasm for scripts/wasm_size.py (what the wasm is made of).
 #
 # Usage: scripts/build-npm.sh [--pack]     (--pack also writes pkg/../tidekv-<version>.tgz)
 # Needs: the wasm32 target and wasm-bindgen-cli equal to the pinned wasm-bindgen
@@ -40,6 +41,11 @@ build() {
   cargo build --quiet --lib --release --target wasm32-unknown-unknown "$@"
   wasm-bindgen --target "$bindgen_target" --no-typescript --out-dir "$out/$dir" "$wasm"
   rm -f "$out/$dir/package.json"
+  if [ "$dir" = web ]; then
+    # The same optimisation with function names kept, for scripts/wasm_size.py.
+    mkdir -p "$target_dir/wasm-size"
+    node_modules/.bin/wasm-opt -O3 -g -o "$target_dir/wasm-size/web.wasm" "$out/$dir/tidekv_bg.wasm"
+  fi
   node_modules/.bin/wasm-opt -O3 -o "$out/$dir/tidekv_bg.wasm" "$out/$dir/tidekv_bg.wasm"
 }
 

@@ -7,11 +7,15 @@
 //! open tabs could block).
 //!
 //! A flush is one readwrite transaction carrying every put and delete of the batch, issued
-//! without awaiting each request; the batch counts as written on the transaction's `complete`
-//! event only. On `abort` (a failed request, `QuotaExceededError`, a closed connection) the error
+//! without awaiting each request from one call into JS (the keys as one string, the records as
+//! one buffer); the batch counts as written on the transaction's `complete` event only. On `abort` (a failed request, `QuotaExceededError`, a closed connection) the error
 //! names the cause and the store keeps the batch buffered. If another tab upgrades or deletes the
 //! database, this connection closes itself (so the other tab is not blocked) and the next write
 //! reconnects.
+//!
+//! Open reads values alone (each record names its namespace and key), with `getAll` in pages of
+//! about 4 MiB that cross into wasm as one buffer each; the next page is requested before the
+//! engine loads this one, so IndexedDB reads while wasm decodes.
 //!
 //! Records do not leave IndexedDB by being overwritten alone: the keys the engine expires (and
 //! the expired records an open skips) are handed back through [`Backend::reclaim_expired`],
