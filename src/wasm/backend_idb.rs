@@ -180,7 +180,8 @@ fn describe_key(key: &JsValue) -> String {
 /// Decodes one stored value, which must be exactly one record.
 fn decode(key: &JsValue, value: &JsValue) -> Result<Record> {
     let bytes = value.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec);
-    decode_bytes(bytes.as_deref()).map_err(|why| corrupt(key, why))
+    let stored = bytes.as_deref().map_or(Stored::Other, Stored::Bytes);
+    decode_bytes(stored).map_err(|why| corrupt(key, why))
 }
 
 /// Replays every stored record into `engine`, a page at a time, in one readonly transaction.
@@ -244,32 +245,44 @@ fn load_page_after(records: usize, bytes: usize) -> u32 {
     (LOAD_PAGE_BYTES / per_record).clamp(LOAD_PAGE_MIN as usize, LOAD_PAGE_MAX as usize) as u32
 }
 
-/// The values of a page [`idb::packed_values`] read, each `None` where it was not a
-/// `Uint8Array`.
-fn unpack_values(mut packed: &[u8]) -> Result<Vec<Option<&[u8]>>> {
+/// One value of a packed page ([`idb::packed_values`]).
+#[derive(Clone, Copy)]
+enum Stored<'a> {
+    Bytes(&'a [u8]),
+    /// A value that is not a `Uint8Array`.
+    Other,
+    /// No value under the key.
+    Absent,
+}
+
+/// The values of a packed page ([`idb::packed_values`], [`idb::packed_values_of`]).
+fn unpack_values(mut packed: &[u8]) -> Result<Vec<Stored<'_>>> {
+    let cut = || Error::Backend("IndexedDB read: a packed page is cut short".into());
     let mut values = Vec::new();
-    while !packed.is_empty() {
-        let len = packed
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .ok_or_else(|| Error::Backend("IndexedDB read: a page ends inside a length".into()))?;
-        if len == idb::NOT_BYTES {
-            values.push(None);
-            packed = &packed[4..];
-            continue;
-        }
-        let value = packed
-            .get(4..4 + len as usize)
-            .ok_or_else(|| Error::Backend("IndexedDB read: a page ends inside a value".into()))?;
-        values.push(Some(value));
-        packed = &packed[4 + len as usize..];
+    while let Some(len) = packed.get(..4) {
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
+        packed = &packed[4..];
+        values.push(match len {
+            idb::NOT_BYTES => Stored::Other,
+            idb::ABSENT => Stored::Absent,
+            len => {
+                let value = packed.get(..len as usize).ok_or_else(cut)?;
+                packed = &packed[len as usize..];
+                Stored::Bytes(value)
+            }
+        });
+    }
+    if !packed.is_empty() {
+        return Err(cut());
     }
     Ok(values)
 }
 
-/// Decodes one stored value (`None`: not a `Uint8Array`), which must be exactly one record.
-fn decode_bytes(bytes: Option<&[u8]>) -> std::result::Result<Record, &'static str> {
-    let bytes = bytes.ok_or("not a Uint8Array")?;
+/// Decodes one stored value, which must be exactly one record.
+fn decode_bytes(value: Stored<'_>) -> std::result::Result<Record, &'static str> {
+    let Stored::Bytes(bytes) = value else {
+        return Err("not a Uint8Array");
+    };
     match Record::decode(bytes) {
         Ok((record, used)) if used == bytes.len() => Ok(record),
         Ok(_) => Err("trailing bytes after the record"),
@@ -394,17 +407,20 @@ impl Backend for IdbBackend {
         Box::pin(async move {
             let db = self.connection().await?;
             let (_tx, store) = idb::transaction(&db, STORE, false, "relaxed")?;
-            let mut pending = Vec::with_capacity(keys.len());
-            for (namespace, key) in &keys {
-                pending.push(idb::request(store.get(&idb_key(namespace, key)), "read")?);
-            }
+            let idb_keys: Array = keys.iter().map(|(ns, key)| idb_key(ns, key)).collect();
+            let packed = idb::packed_values_of(&store, &idb_keys)
+                .result()
+                .await?
+                .unchecked_into::<Uint8Array>()
+                .to_vec();
+            let values = unpack_values(&packed)?;
             let mut records = Vec::with_capacity(keys.len());
-            for ((namespace, key), request) in keys.into_iter().zip(pending) {
-                let value = request.result().await?;
-                records.push(if value.is_undefined() {
-                    Record::Delete { namespace, key }
-                } else {
-                    decode(&idb_key(&namespace, &key), &value)?
+            for (i, ((namespace, key), value)) in keys.into_iter().zip(values).enumerate() {
+                records.push(match value {
+                    Stored::Absent => Record::Delete { namespace, key },
+                    value => {
+                        decode_bytes(value).map_err(|why| corrupt(&idb_keys.get(i as u32), why))?
+                    }
                 });
             }
             Ok(records)
