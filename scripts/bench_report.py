@@ -294,6 +294,11 @@ def targets(res, run):
               res.get(b, "tabs_flush_ms", "tidekv, no BroadcastChannel"))
     add("browser_tabs", "browser: a flush of 10k with one tab open within 1.1× of the same flush without tab coherence",
         f"{fmt_ratio(r)} the time" if r else "not measured", r <= 1.1 if r else None)
+    first = res.get(b, "first_get_ms", "tidekv")
+    first_peer = res.get(b, "first_get_ms", "idb-keyval get")
+    add("browser_first_get", "browser: time from `import` to the first `get` on an empty store reported",
+        (f"{first:.0f} ms (idb-keyval: {first_peer:.0f} ms)" if first_peer else f"{first:.0f} ms")
+        if first is not None else "not measured", True if first is not None else None)
     r = ratio(res.get(b, "get_ms", "idb-keyval get"), res.get(b, "get_ms", "tidekv"))
     add("browser_get", "browser: get ≥ 100× idb-keyval `get`",
         f"{fmt_ratio(r)} as fast" if r else "not measured", r >= 100 if r else None)
@@ -701,12 +706,17 @@ def main():
             f"buffered (in memory when it returns); its flush is the IndexedDB write of all of them. "
             f"idb-keyval `set` is one transaction per key, awaited in turn; `setMany` one transaction. "
             f"Open: {fmt_num(open_n)} keys on disk; tidekv's `Store.open` loads every record into "
-            f"memory, so the peers (which have no open step) are timed reading every entry.\n"
+            f"memory, so the peers (which have no open step) are timed reading every entry. "
+            f"First `get`: from `import` of the package to the answer of a `get` on an empty "
+            f"store (tidekv: `import`, `Store.open`, which loads the wasm and opens the database, "
+            f"and `get`; idb-keyval: `import` and `get`, which opens its database), in a fresh "
+            f"browser context each time (nothing cached), the median of five (one with `--quick`).\n"
         )
         labels = {"set_ms": f"set {fmt_num(n)}", "flush_ms": f"write {fmt_num(n)} to IndexedDB (flush / setMany)",
                   "get_ms": f"get {fmt_num(n)}", "open_ms": f"open with {fmt_num(open_n)} keys",
                   "tabs_flush_ms": f"flush {fmt_num(n)} with other tabs of the database open",
-                  "tabs_visible_ms": f"flush {fmt_num(n)} until every other tab holds them"}
+                  "tabs_visible_ms": f"flush {fmt_num(n)} until every other tab holds them",
+                  "first_get_ms": "`import` to the first `get` on an empty store"}
         rows = []
         for mt, label in labels.items():
             t = res.get("browser", mt, "tidekv")

@@ -5,7 +5,10 @@
 # build is one CommonJS file (node/tidekv.cjs: wasm-bindgen's `nodejs` glue with its snippets,
 # bundled by esbuild) that both `require('tidekv')` (node.cjs) and `import` (node.js) load, so a
 # program using both gets one Store class and one wasm instance. Prints the gzip size of each
-# build's wasm + JS glue.
+# build's wasm + JS glue. Keeps the browser build's wasm with function names as
+# target/wasm-size/web.wasm for scripts/wasm_size.py (what the wasm is made of).
+#
+# The browser build's JS glue and snippets are bundled and minified by esbuild into one module.
 #
 # Usage: scripts/build-npm.sh [--pack]     (--pack also writes pkg/../tidekv-<version>.tgz)
 # Needs: the wasm32 target and wasm-bindgen-cli equal to the pinned wasm-bindgen
@@ -40,10 +43,24 @@ build() {
   cargo build --quiet --lib --release --target wasm32-unknown-unknown "$@"
   wasm-bindgen --target "$bindgen_target" --no-typescript --out-dir "$out/$dir" "$wasm"
   rm -f "$out/$dir/package.json"
+  if [ "$dir" = web ]; then
+    # The same optimisation with function names kept, for scripts/wasm_size.py.
+    mkdir -p "$target_dir/wasm-size"
+    node_modules/.bin/wasm-opt -O3 -g -o "$target_dir/wasm-size/web.wasm" "$out/$dir/tidekv_bg.wasm"
+  fi
   node_modules/.bin/wasm-opt -O3 -o "$out/$dir/tidekv_bg.wasm" "$out/$dir/tidekv_bg.wasm"
 }
 
 build web web
+# The browser glue and its snippets (the `inline_js` of the Rust code) as one minified ES module:
+# one request instead of a waterfall of modules before the wasm can start loading, and about 40%
+# fewer gzip bytes. Exports and names stay (`--keep-names`: error classes keep theirs);
+# `new URL('tidekv_bg.wasm', import.meta.url)` stays for bundlers, like web.js's own.
+node_modules/.bin/esbuild "$out/web/tidekv.js" --bundle --format=esm --minify --keep-names \
+  --log-level=warning --log-override:duplicate-object-key=silent \
+  --outfile="$out/web/tidekv.min.js"
+mv "$out/web/tidekv.min.js" "$out/web/tidekv.js"
+rm -rf "$out/web/snippets"
 build node nodejs --features node
 # wasm-bindgen's CommonJS glue require()s its snippets, which are ES modules: bundle them into one
 # CommonJS file (Node.js 18 cannot require an ES module). `redis` stays an import at run time.

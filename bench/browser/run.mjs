@@ -14,7 +14,7 @@ const repo = join(here, '..', '..');
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const out = args.includes('--out') ? args[args.indexOf('--out') + 1] : null;
-const config = quick ? { n: 500, openN: 5_000 } : { n: 10_000, openN: 100_000 };
+const config = quick ? { n: 500, openN: 5_000, firstGetRuns: 1 } : { n: 10_000, openN: 100_000, firstGetRuns: 5 };
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm' };
 const roots = { '/pkg/': join(repo, 'pkg'), '/nm/': join(here, '..', 'node_modules') };
@@ -22,6 +22,7 @@ const roots = { '/pkg/': join(repo, 'pkg'), '/nm/': join(here, '..', 'node_modul
 const server = createServer(async (req, res) => {
   const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname));
   if (path === '/favicon.ico') return res.writeHead(204).end();
+  if (path === '/blank') return res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>blank</title>');
   let file = path === '/' ? join(here, 'page.html') : null;
   for (const [prefix, root] of Object.entries(roots)) {
     if (path.startsWith(prefix)) file = join(root, path.slice(prefix.length));
@@ -90,6 +91,40 @@ async function tabsBench(page, n) {
 }
 const url = `http://127.0.0.1:${server.address().port}/`;
 
+/**
+ * Time from `import` to the first `get` on an empty store, in a fresh browser context each time
+ * (its own HTTP cache and IndexedDB, so the package's JS and wasm are fetched and compiled
+ * anew): tidekv's `import` + `Store.open` (which loads the wasm and opens the IndexedDB
+ * database) + `get`, against idb-keyval's `import` + `get` (which opens its database). The
+ * median of `runs`.
+ */
+async function firstGetBench(runs) {
+  const times = { tidekv: [], 'idb-keyval get': [] };
+  for (let i = 0; i < runs; i++) {
+    for (const peer of Object.keys(times)) {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      await page.goto(`${url}blank`);
+      times[peer].push(await page.evaluate(async (peer) => {
+        const t = performance.now();
+        if (peer === 'tidekv') {
+          const { Store } = await import('/pkg/web.js');
+          const s = await Store.open({ name: 'bench-first-get' });
+          if (s.get('missing') !== undefined) throw new Error('not empty');
+        } else {
+          const idb = await import('/nm/idb-keyval/dist/index.js');
+          if ((await idb.get('missing')) !== undefined) throw new Error('not empty');
+        }
+        return performance.now() - t;
+      }, peer));
+      await context.close();
+    }
+  }
+  const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  return Object.entries(times).map(([peer, xs]) => (
+    { group: 'browser', metric: 'first_get_ms', peer, value: median(xs), unit: 'ms' }));
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
@@ -106,6 +141,7 @@ try {
   await page.waitForFunction(() => window.benchReady === true, null, { timeout: 60_000 });
   const { rows } = await page.evaluate((c) => window.runBench(c), config);
   rows.push(...(await tabsBench(page, config.n)));
+  rows.push(...(await firstGetBench(config.firstGetRuns)));
   if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
   for (const r of rows) console.log(`${r.metric.padEnd(14)} ${r.peer.padEnd(24)} ${r.value.toFixed(1).padStart(10)} ms`);
   if (out) await writeFile(out, JSON.stringify(rows, null, 1));

@@ -7,11 +7,15 @@
 //! open tabs could block).
 //!
 //! A flush is one readwrite transaction carrying every put and delete of the batch, issued
-//! without awaiting each request; the batch counts as written on the transaction's `complete`
-//! event only. On `abort` (a failed request, `QuotaExceededError`, a closed connection) the error
+//! without awaiting each request from one call into JS (the keys as one string, the records as
+//! one buffer); the batch counts as written on the transaction's `complete` event only. On `abort` (a failed request, `QuotaExceededError`, a closed connection) the error
 //! names the cause and the store keeps the batch buffered. If another tab upgrades or deletes the
 //! database, this connection closes itself (so the other tab is not blocked) and the next write
 //! reconnects.
+//!
+//! Open reads values alone (each record names its namespace and key), with `getAll` in pages of
+//! about 4 MiB that cross into wasm as one buffer each; the next page is requested before the
+//! engine loads this one, so IndexedDB reads while wasm decodes.
 //!
 //! Records do not leave IndexedDB by being overwritten alone: the keys the engine expires (and
 //! the expired records an open skips) are handed back through [`Backend::reclaim_expired`],
@@ -123,6 +127,17 @@ export function listen(channel, id, onKeys) {
 }
 export function announce(channel, id, keys) { if (channel) channel.postMessage({ v: 1, from: id, keys }); }
 export function closeChannel(channel) { if (channel) { channel.onmessage = null; channel.close(); } }
+export function writeRecords(store, names, meta, bytes) {
+  // Per record: its namespace's and key's lengths in `names`, then its Put's length in
+  // `bytes` or 0xffffffff for a Delete. `slice`, not `subarray`: each value gets a buffer of
+  // its own (a view would store all of `bytes`, which here is wasm memory).
+  for (let i = 0, n = 0, at = 0; i < meta.length; i += 3) {
+    const key = [names.substring(n, n += meta[i]), names.substring(n, n += meta[i + 1])];
+    const len = meta[i + 2];
+    if (len === 0xffffffff) store.delete(key);
+    else store.put(bytes.slice(at, at += len), key);
+  }
+}
 export function deleteIf(store, keys, test) {
   for (const key of keys) {
     const req = store.get(key);
@@ -140,6 +155,14 @@ extern "C" {
     fn announce(channel: &JsValue, id: &str, keys: &Uint8Array);
     #[wasm_bindgen(js_name = closeChannel)]
     fn close_channel(channel: &JsValue);
+    /// Issues a put or a delete per record of a flush (see [`issue`]).
+    #[wasm_bindgen(catch, js_name = writeRecords)]
+    fn write_records(
+        store: &IdbObjectStore,
+        names: &str,
+        meta: &[u32],
+        bytes: &[u8],
+    ) -> std::result::Result<(), JsValue>;
     /// Reads each key and deletes it, in the same transaction, if `test(value)` says so.
     #[wasm_bindgen(js_name = deleteIf)]
     fn delete_if(store: &IdbObjectStore, keys: &Array, test: &js_sys::Function);
@@ -156,45 +179,127 @@ fn describe_key(key: &JsValue) -> String {
 
 /// Decodes one stored value, which must be exactly one record.
 fn decode(key: &JsValue, value: &JsValue) -> Result<Record> {
-    let corrupt =
-        |why: &str| Error::Corrupt(format!("IndexedDB record {}: {why}", describe_key(key)));
-    let bytes = value
-        .dyn_ref::<Uint8Array>()
-        .ok_or_else(|| corrupt("not a Uint8Array"))?
-        .to_vec();
-    match Record::decode(&bytes) {
-        Ok((record, used)) if used == bytes.len() => Ok(record),
-        Ok(_) => Err(corrupt("trailing bytes after the record")),
-        Err(crate::core::DecodeError::Incomplete) => Err(corrupt("record is cut short")),
-        Err(crate::core::DecodeError::Corrupt(why)) => Err(corrupt(why)),
-    }
+    let bytes = value.dyn_ref::<Uint8Array>().map(Uint8Array::to_vec);
+    let stored = bytes.as_deref().map_or(Stored::Other, Stored::Bytes);
+    decode_bytes(stored).map_err(|why| corrupt(key, why))
 }
 
 /// Replays every stored record into `engine`, a page at a time, in one readonly transaction.
 /// Returns the keys whose records had expired (the engine dropped them).
+///
+/// A page is one `getAll` of values alone (each record carries its own namespace and key, so
+/// the IDB keys are never read) that crosses into wasm as one buffer. The next page is asked
+/// for before this one is decoded, so IndexedDB reads it while the engine loads this one. Pages
+/// start at [`LOAD_PAGE_FIRST`] records and are sized to about [`LOAD_PAGE_BYTES`] from there.
 async fn load(db: &IdbDatabase, engine: &mut Engine, now: u64) -> Result<Vec<(String, String)>> {
     let (_tx, store) = idb::transaction(db, STORE, false, "relaxed")?;
     // One record per key: the count sizes the keyspace once, before the first page.
     let count = idb::request(store.count(), "count")?.result().await?;
     engine.reserve_for_load(count.as_f64().unwrap_or(0.0) as usize);
-    let mut after: Option<JsValue> = None;
+    let mut limit = LOAD_PAGE_FIRST;
+    let mut after = JsValue::UNDEFINED;
+    let mut next = Some(idb::packed_values(&store, &after, limit));
     let mut expired = Vec::new();
-    loop {
-        let (keys, values) = idb::page(&store, after.as_ref(), PAGE).await?;
-        let n = values.length().min(keys.length());
-        for i in 0..n {
-            let record = decode(&keys.get(i), &values.get(i))?;
+    while let Some(page) = next.take() {
+        let packed = page.result().await?.unchecked_into::<Uint8Array>().to_vec();
+        let values = unpack_values(&packed)?;
+        let page_after = after.clone();
+        let full = values.len() as u32 >= limit;
+        if full {
+            let last = values.len() - 1;
+            let record = match decode_bytes(values[last]) {
+                Ok(record) => record,
+                Err(why) => return Err(corrupt_at(db, &page_after, last, why).await),
+            };
+            after = idb_key(record.namespace(), record.key());
+            limit = load_page_after(values.len(), packed.len());
+            next = Some(idb::packed_values(&store, &after, limit));
+        }
+        for (i, value) in values.into_iter().enumerate() {
+            let record = match decode_bytes(value) {
+                Ok(record) => record,
+                Err(why) => return Err(corrupt_at(db, &page_after, i, why).await),
+            };
             if is_expired(&record, now) {
                 expired.push((record.namespace().into(), record.key().into()));
             }
             engine.load(record, now)?;
         }
-        if n < PAGE {
-            engine.finish_load();
-            return Ok(expired);
-        }
-        after = Some(keys.get(n - 1));
     }
+    engine.finish_load();
+    Ok(expired)
+}
+
+/// Records in the first page read at open.
+const LOAD_PAGE_FIRST: u32 = 256;
+/// Bytes of values a page read at open aims at, past the first.
+const LOAD_PAGE_BYTES: usize = 4 << 20;
+/// Bounds of a page read at open, in records.
+const LOAD_PAGE_MIN: u32 = 16;
+const LOAD_PAGE_MAX: u32 = 16_384;
+
+/// The size of the next page read at open, after a page of `records` records that took
+/// `bytes` bytes: about [`LOAD_PAGE_BYTES`] of records like these.
+fn load_page_after(records: usize, bytes: usize) -> u32 {
+    let per_record = (bytes / records.max(1)).max(1);
+    (LOAD_PAGE_BYTES / per_record).clamp(LOAD_PAGE_MIN as usize, LOAD_PAGE_MAX as usize) as u32
+}
+
+/// One value of a packed page ([`idb::packed_values`]).
+#[derive(Clone, Copy)]
+enum Stored<'a> {
+    Bytes(&'a [u8]),
+    /// A value that is not a `Uint8Array`.
+    Other,
+    /// No value under the key.
+    Absent,
+}
+
+/// The values of a packed page ([`idb::packed_values`], [`idb::packed_values_of`]).
+fn unpack_values(mut packed: &[u8]) -> Result<Vec<Stored<'_>>> {
+    let cut = || Error::Backend("IndexedDB read: a packed page is cut short".into());
+    let mut values = Vec::new();
+    while let Some(len) = packed.get(..4) {
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
+        packed = &packed[4..];
+        values.push(match len {
+            idb::NOT_BYTES => Stored::Other,
+            idb::ABSENT => Stored::Absent,
+            len => {
+                let value = packed.get(..len as usize).ok_or_else(cut)?;
+                packed = &packed[len as usize..];
+                Stored::Bytes(value)
+            }
+        });
+    }
+    if !packed.is_empty() {
+        return Err(cut());
+    }
+    Ok(values)
+}
+
+/// Decodes one stored value, which must be exactly one record.
+fn decode_bytes(value: Stored<'_>) -> std::result::Result<Record, &'static str> {
+    let Stored::Bytes(bytes) = value else {
+        return Err("not a Uint8Array");
+    };
+    match Record::decode(bytes) {
+        Ok((record, used)) if used == bytes.len() => Ok(record),
+        Ok(_) => Err("trailing bytes after the record"),
+        Err(crate::core::DecodeError::Incomplete) => Err("record is cut short"),
+        Err(crate::core::DecodeError::Corrupt(why)) => Err(why),
+    }
+}
+
+/// The error for the `index`-th record after `after` at open, naming its IDB key (read in a
+/// transaction of its own: the load never reads keys).
+async fn corrupt_at(db: &IdbDatabase, after: &JsValue, index: usize, why: &str) -> Error {
+    let key = idb::key_after(db, STORE, after, index as u32).await;
+    corrupt(&key.unwrap_or(JsValue::UNDEFINED), why)
+}
+
+fn corrupt(key: &JsValue, why: &str) -> Error {
+    Error::Corrupt(format!("IndexedDB record {}: {why}", describe_key(key)))
 }
 
 /// The keys of `records` for an announcement: per key, the namespace and the key, each as a
@@ -230,22 +335,36 @@ fn is_expired(record: &Record, now: u64) -> bool {
     matches!(record, Record::Put(p) if p.expires_at.is_some_and(|d| d <= now))
 }
 
-/// Issues one request per record, without awaiting any.
+/// Issues one request per record, without awaiting any, from one call into JS: the records'
+/// namespaces and keys go as one string, their encoded Puts as one buffer (see
+/// `writeRecords`), so a flush crosses from wasm to JS once however many records it carries.
 fn issue(store: &IdbObjectStore, records: &[Record]) -> Result<()> {
-    let mut buf = Vec::new();
+    let mut names = String::new();
+    let mut meta = Vec::with_capacity(records.len() * 3);
+    let mut bytes = Vec::new();
     for record in records {
-        let key = idb_key(record.namespace(), record.key());
-        let request = match record {
-            Record::Put(_) => {
-                buf.clear();
-                record.encode(&mut buf);
-                store.put_with_key(&Uint8Array::from(&buf[..]), &key)
-            }
-            Record::Delete { .. } => store.delete(&key),
-        };
-        request.map_err(|e| idb::error("write", &e))?;
+        for part in [record.namespace(), record.key()] {
+            names.push_str(part);
+            meta.push(utf16_len(part));
+        }
+        meta.push(match record {
+            Record::Put(_) => record.encode(&mut bytes) as u32,
+            Record::Delete { .. } => DELETE,
+        });
     }
-    Ok(())
+    write_records(store, &names, &meta, &bytes).map_err(|e| idb::error("write", &e))
+}
+
+/// In `writeRecords`' lengths: a Delete, not a Put of that many bytes.
+const DELETE: u32 = u32::MAX;
+
+/// The length of `s` in UTF-16 code units: how JS counts it.
+fn utf16_len(s: &str) -> u32 {
+    if s.is_ascii() {
+        s.len() as u32
+    } else {
+        s.chars().map(|c| c.len_utf16() as u32).sum()
+    }
 }
 
 impl Backend for IdbBackend {
@@ -288,17 +407,20 @@ impl Backend for IdbBackend {
         Box::pin(async move {
             let db = self.connection().await?;
             let (_tx, store) = idb::transaction(&db, STORE, false, "relaxed")?;
-            let mut pending = Vec::with_capacity(keys.len());
-            for (namespace, key) in &keys {
-                pending.push(idb::request(store.get(&idb_key(namespace, key)), "read")?);
-            }
+            let idb_keys: Array = keys.iter().map(|(ns, key)| idb_key(ns, key)).collect();
+            let packed = idb::packed_values_of(&store, &idb_keys)
+                .result()
+                .await?
+                .unchecked_into::<Uint8Array>()
+                .to_vec();
+            let values = unpack_values(&packed)?;
             let mut records = Vec::with_capacity(keys.len());
-            for ((namespace, key), request) in keys.into_iter().zip(pending) {
-                let value = request.result().await?;
-                records.push(if value.is_undefined() {
-                    Record::Delete { namespace, key }
-                } else {
-                    decode(&idb_key(&namespace, &key), &value)?
+            for (i, ((namespace, key), value)) in keys.into_iter().zip(values).enumerate() {
+                records.push(match value {
+                    Stored::Absent => Record::Delete { namespace, key },
+                    value => {
+                        decode_bytes(value).map_err(|why| corrupt(&idb_keys.get(i as u32), why))?
+                    }
                 });
             }
             Ok(records)

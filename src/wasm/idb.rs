@@ -68,6 +68,36 @@ export function startTransaction(db, store, mode, durability) {
 }
 export function isLost(db) { return db[LOST] === true; }
 export function lowerBoundAfter(key) { return IDBKeyRange.lowerBound(key, true); }
+function pack(values) {
+  let total = 0;
+  for (const v of values) total += 4 + (v instanceof Uint8Array ? v.byteLength : 0);
+  const out = new Uint8Array(total);
+  const view = new DataView(out.buffer);
+  let at = 0;
+  for (const v of values) {
+    if (v instanceof Uint8Array) {
+      view.setUint32(at, v.byteLength, true);
+      out.set(v, at + 4);
+      at += 4 + v.byteLength;
+    } else {
+      view.setUint32(at, v === undefined ? 0xfffffffe : 0xffffffff, true);
+      at += 4;
+    }
+  }
+  return out;
+}
+export function valuesAfter(store, after, limit) {
+  const range = after === undefined ? null : IDBKeyRange.lowerBound(after, true);
+  return requestDone(store.getAll(range, limit)).then(pack);
+}
+export function valuesOf(store, keys) {
+  return Promise.all(keys.map((key) => requestDone(store.get(key)))).then(pack);
+}
+export async function keyAt(db, storeName, after, index) {
+  const range = after === undefined ? null : IDBKeyRange.lowerBound(after, true);
+  const keys = await requestDone(db.transaction(storeName, 'readonly').objectStore(storeName).getAllKeys(range, index + 1));
+  return keys[index];
+}
 export async function storagePersisted(ask) {
   const storage = globalThis.navigator && globalThis.navigator.storage;
   if (!storage) return undefined;
@@ -100,6 +130,12 @@ extern "C" {
     fn open_db(factory: &IdbFactory, name: &str, store: &str) -> Promise;
     #[wasm_bindgen(js_name = isLost)]
     fn is_lost(db: &IdbDatabase) -> bool;
+    #[wasm_bindgen(js_name = valuesAfter)]
+    fn values_after(store: &IdbObjectStore, after: &JsValue, limit: u32) -> Promise;
+    #[wasm_bindgen(js_name = valuesOf)]
+    fn values_of(store: &IdbObjectStore, keys: &Array) -> Promise;
+    #[wasm_bindgen(js_name = keyAt)]
+    fn key_at(db: &IdbDatabase, store: &str, after: &JsValue, index: u32) -> Promise;
     #[wasm_bindgen(catch, js_name = lowerBoundAfter)]
     fn lower_bound_after(key: &JsValue) -> Result<IdbKeyRange, JsValue>;
     fn describe(err: &JsValue) -> String;
@@ -217,6 +253,43 @@ pub(crate) async fn page(
     let keys = keys.result().await?;
     let values = values.result().await?;
     Ok((keys.unchecked_into(), values.unchecked_into()))
+}
+
+/// A value that is not a `Uint8Array`: its length in a packed page (see [`packed_values`]).
+pub(crate) const NOT_BYTES: u32 = u32::MAX;
+/// A key holding no value: its length in a packed page.
+pub(crate) const ABSENT: u32 = u32::MAX - 1;
+
+/// Starts reading up to `limit` values after key `after` (from the start if `undefined`), in
+/// key order, in one `getAll` request. The values come back as one buffer, each a u32 LE length
+/// and its bytes ([`NOT_BYTES`] and nothing else for a value that is not a `Uint8Array`), so the
+/// page crosses into wasm in one copy however many values it holds. Call it while `store`'s
+/// transaction is active; the result is awaited with [`Pending::result`].
+pub(crate) fn packed_values(store: &IdbObjectStore, after: &JsValue, limit: u32) -> Pending {
+    Pending {
+        future: JsFuture::from(values_after(store, after, limit)),
+        doing: "read",
+    }
+}
+
+/// Starts reading the values of `keys` (one `get` each, in one go), packed like
+/// [`packed_values`] in the order of `keys`, [`ABSENT`] for a key that holds nothing.
+pub(crate) fn packed_values_of(store: &IdbObjectStore, keys: &Array) -> Pending {
+    Pending {
+        future: JsFuture::from(values_of(store, keys)),
+        doing: "read",
+    }
+}
+
+/// The key of the `index`-th record after `after` (from the start if `undefined`), in a transaction of its
+/// own: for naming a record whose value did not decode.
+pub(crate) async fn key_after(
+    db: &IdbDatabase,
+    store: &str,
+    after: &JsValue,
+    index: u32,
+) -> Option<JsValue> {
+    JsFuture::from(key_at(db, store, after, index)).await.ok()
 }
 
 /// Whether the browser keeps this origin's data when storage runs short

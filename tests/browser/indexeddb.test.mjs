@@ -447,6 +447,85 @@ test('a store larger than one read page loads completely at open', async () => {
   await page.close();
 });
 
+test('keys and namespaces outside ASCII are stored under their exact IndexedDB keys, deletes included', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'unicode-keys' });
+    const ns = s.namespace('ns-ü');
+    for (const k of ['é', '日本語', '🙂x', 'a\u0000b']) ns.set(k, k.length);
+    s.set('plain', 1);
+    s.set('🙂gone', 2);
+    await s.flush();
+    s.delete('🙂gone');
+    ns.set('é', 'again');
+    await s.close();
+    const db = await new Promise((resolve, reject) => {
+      const req = indexedDB.open('unicode-keys');
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+    const stored = await new Promise((resolve, reject) => {
+      const req = db.transaction('records').objectStore('records').getAllKeys();
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+    db.close();
+    const t = await Store.open({ name: 'unicode-keys' });
+    const tns = t.namespace('ns-ü');
+    const out = { stored, values: ['é', '日本語', '🙂x', 'a\u0000b'].map((k) => tns.get(k)), keys: t.keys() };
+    await t.close();
+    return out;
+  });
+  assert.deepEqual(got.stored, [
+    ['', 'plain'],
+    ['ns-ü', 'a\u0000b'],
+    ['ns-ü', 'é'],
+    ['ns-ü', '日本語'],
+    ['ns-ü', '🙂x'],
+  ]);
+  assert.deepEqual(got.values, ['again', 3, 3, 3]);
+  assert.deepEqual(got.keys, ['plain']);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test('a stored value that is not a record fails the open with Corrupt naming its key, past the first read page', async () => {
+  const page = await openPage(context, url);
+  const got = await page.evaluate(async () => {
+    const s = await Store.open({ name: 'corrupt-value' });
+    for (let i = 0; i < 600; i++) s.set(`k${String(i).padStart(4, '0')}`, i);
+    await s.close();
+    const db = await new Promise((resolve, reject) => {
+      const req = indexedDB.open('corrupt-value');
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+    const bad = async (value, key) => {
+      const tx = db.transaction('records', 'readwrite');
+      tx.objectStore('records').put(value, ['', key]);
+      await new Promise((resolve) => { tx.oncomplete = resolve; });
+    };
+    const attempt = async () => {
+      try {
+        const t = await Store.open({ name: 'corrupt-value' });
+        await t.close();
+        return 'opened';
+      } catch (e) {
+        return `${e.code} ${e.message}`;
+      }
+    };
+    await bad('not bytes', 'k0400x');
+    const notBytes = await attempt();
+    await bad(new Uint8Array([1, 2, 3]), 'k0400x');
+    const garbage = await attempt();
+    db.close();
+    return { notBytes, garbage };
+  });
+  assert.match(got.notBytes, /^Corrupt .*IndexedDB record \["","k0400x"\]: not a Uint8Array/);
+  assert.match(got.garbage, /^Corrupt .*IndexedDB record \["","k0400x"\]: /);
+  await page.close();
+});
+
 test('pagehide and a hidden page start a flush without waiting for the interval', async () => {
   const page = await openPage(context, url);
   const got = await page.evaluate(async () => {

@@ -1,0 +1,146 @@
+// Where the browser's time goes in tidekv's two IndexedDB-bound operations of the browser bench:
+// a flush of N records and an open with M records (run.mjs's sizes and options). Each runs once
+// in headless Chromium under the DevTools CPU profiler (playwright-core's CDP session); the
+// script prints the wall time and the sampled self time per function, largest first:
+// `put`/`getAll` are IndexedDB's own calls, `(idle)` is the main thread waiting for the IndexedDB
+// backend, `(program)` is native work outside JS (value deserialisation among it), `wasm-function[i]`
+// is tidekv's wasm (named from target/wasm-size/web.wasm, the same build with its names kept,
+// when scripts/build-npm.sh wrote it) and `*.js` functions are the glue.
+// Usage: node bench/browser/profile.mjs [--quick] [--top N]
+// A profile, not a test: nothing here checks a time.
+import { createServer } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { extname, join, normalize, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const top = args.includes('--top') ? Number(args[args.indexOf('--top') + 1]) : 15;
+const { n, openN } = quick ? { n: 500, openN: 5_000 } : { n: 10_000, openN: 100_000 };
+
+/** Function names by index from a wasm's name section (empty if there is no such file). */
+async function wasmNames(file) {
+  const names = new Map();
+  let buf;
+  try { buf = await readFile(file); } catch { return names; }
+  let pos = 8;
+  const leb = () => {
+    let result = 0, shift = 0, b;
+    do { b = buf[pos++]; result += (b & 0x7f) * 2 ** shift; shift += 7; } while (b & 0x80);
+    return result;
+  };
+  const text = () => { const len = leb(); const s = buf.toString('utf8', pos, pos + len); pos += len; return s; };
+  while (pos < buf.length) {
+    const id = buf[pos++];
+    const size = leb();
+    const end = pos + size;
+    if (id === 0 && text() === 'name') {
+      while (pos < end) {
+        const sub = buf[pos++];
+        const subEnd = leb() + pos;
+        if (sub === 1) for (let count = leb(); count > 0; count--) { const index = leb(); names.set(index, text()); }
+        pos = subEnd;
+      }
+    }
+    pos = end;
+  }
+  return names;
+}
+const names = await wasmNames(join(repo, 'target', 'wasm-size', 'web.wasm'));
+
+const TYPES = { '.js': 'text/javascript', '.wasm': 'application/wasm' };
+const server = createServer(async (req, res) => {
+  const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname));
+  if (path === '/') return res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>profile</title>');
+  try {
+    if (!path.startsWith('/pkg/')) throw new Error('not found');
+    const file = join(repo, 'pkg', path.slice('/pkg/'.length));
+    const body = await readFile(file);
+    res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' }).end(body);
+  } catch {
+    res.writeHead(404).end();
+  }
+});
+await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
+try {
+  const page = await (await browser.newContext()).newPage();
+  page.setDefaultTimeout(0);
+  await page.goto(`http://127.0.0.1:${server.address().port}/`);
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Profiler.enable');
+  await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
+
+  /** Runs `setup` unprofiled, then `body` (which returns its wall time) under the profiler. */
+  async function profiled(label, setup, body, arg) {
+    await page.evaluate(setup, arg);
+    await cdp.send('Profiler.start');
+    const wall = await page.evaluate(body, arg);
+    const { profile } = await cdp.send('Profiler.stop');
+    const perNode = new Map();
+    profile.samples.forEach((id, i) => perNode.set(id, (perNode.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+    const self = new Map();
+    let sampled = 0;
+    for (const node of profile.nodes) {
+      const ms = (perNode.get(node.id) ?? 0) / 1000;
+      const f = node.callFrame;
+      const wasm = /^wasm-function\[(\d+)\]$/.exec(f.functionName);
+      const fn = wasm && names.has(Number(wasm[1]))
+        ? `${names.get(Number(wasm[1])).replace(/::h[0-9a-f]{16}$/, '').slice(0, 100)} (wasm)`
+        : f.functionName || '(anonymous)';
+      const name = `${fn}${f.url && !wasm ? ` ${f.url.split('/').pop()}` : ''}`;
+      self.set(name, (self.get(name) ?? 0) + ms);
+      sampled += ms;
+    }
+    console.log(`\n${label}: ${wall.toFixed(0)} ms wall, ${sampled.toFixed(0)} ms sampled`);
+    for (const [name, ms] of [...self].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+      console.log(`${ms.toFixed(1).padStart(9)} ms ${(100 * ms / sampled).toFixed(1).padStart(5)}%  ${name}`);
+    }
+  }
+
+  const setupStore = async ({ count }) => {
+    const { Store } = await import('/pkg/web.js');
+    await new Promise((resolve) => {
+      const req = indexedDB.deleteDatabase('profile-tidekv');
+      req.onsuccess = req.onerror = req.onblocked = () => resolve();
+    });
+    window.store = await Store.open({ name: 'profile-tidekv', bufferSize: 64 * 1024 * 1024, flushInterval: 600_000 });
+    for (let i = 0; i < count; i++) window.store.set(`key:${String(i).padStart(8, '0')}`, 'v'.repeat(100));
+  };
+  await profiled(`flush of ${n} records`, setupStore, async () => {
+    const t = performance.now();
+    await window.store.flush();
+    const wall = performance.now() - t;
+    await window.store.close();
+    return wall;
+  }, { count: n });
+  await profiled(`open with ${openN} records`, async (arg) => {
+    await (async ({ count }) => {
+      const { Store } = await import('/pkg/web.js');
+      await new Promise((resolve) => {
+        const req = indexedDB.deleteDatabase('profile-tidekv');
+        req.onsuccess = req.onerror = req.onblocked = () => resolve();
+      });
+      const s = await Store.open({ name: 'profile-tidekv', bufferSize: 64 * 1024 * 1024, flushInterval: 600_000 });
+      for (let i = 0; i < count; i++) s.set(`key:${String(i).padStart(8, '0')}`, 'v'.repeat(100));
+      await s.close();
+    })(arg);
+  }, async () => {
+    const { Store } = await import('/pkg/web.js');
+    const t = performance.now();
+    const s = await Store.open({ name: 'profile-tidekv', bufferSize: 64 * 1024 * 1024, flushInterval: 600_000 });
+    const wall = performance.now() - t;
+    await s.close();
+    return wall;
+  }, { count: openN });
+} finally {
+  await browser.close();
+  server.close();
+}
