@@ -156,9 +156,9 @@ impl Backend for FileLog {
     /// offset — unless `skip_corrupt_records` is on — and then nothing on disk was changed
     /// (leftover `.tmp` files aside).
     ///
-    /// A reader thread reads, checks and decodes the segments and a second thread keeps the
-    /// dead-byte index while the calling thread applies the records to the store, so the work
-    /// overlaps; records still arrive in log order.
+    /// A reader thread reads, checks and decodes the segments and keeps the dead-byte index
+    /// while the calling thread applies the records to the store, so the work overlaps; records
+    /// still arrive in log order.
     fn load(&mut self, replay: &mut dyn Replay) -> Result<()> {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
@@ -192,35 +192,17 @@ impl Backend for FileLog {
             let (dir, ids) = (&*dir, &ids[..]);
             thread::scope(|scope| {
                 let (tx, rx) = mpsc::sync_channel(REPLAY_QUEUE);
-                let (index_tx, index_rx) = mpsc::sync_channel(REPLAY_QUEUE);
                 // Emptied batches go back to the reader to be filled again, so no batch is
                 // freed on another thread than the one that allocated it.
                 let (spent_tx, spent_rx) = mpsc::channel();
-                let (spent_index_tx, spent_index_rx) = mpsc::channel();
-                let indexer = thread::Builder::new()
-                    .name("tidekv-replay-index".into())
-                    .spawn_scoped(scope, move || {
-                        for message in index_rx {
-                            match message {
-                                Replayed::Reserve(keys) => index.reserve(keys),
-                                Replayed::Items(mut updates) => {
-                                    index.set_many(&updates);
-                                    updates.clear();
-                                    let _ = spent_index_tx.send(updates);
-                                }
-                            }
-                        }
-                    })?;
                 let reader = thread::Builder::new()
                     .name("tidekv-replay".into())
                     .spawn_scoped(scope, move || {
                         let channels = ReplayChannels {
                             records: tx,
-                            updates: index_tx,
-                            spent_records: spent_rx,
-                            spent_updates: spent_index_rx,
+                            spent: spent_rx,
                         };
-                        read_segments(dir, ids, policy, now, stats, &channels)
+                        read_segments(dir, ids, policy, now, stats, index, &channels)
                     })?;
                 let mut applied = Ok(());
                 'apply: for message in &rx {
@@ -256,15 +238,11 @@ impl Backend for FileLog {
                         }
                     }
                 }
-                // On an error above, the reader's next send fails and it stops; the indexer
-                // stops when the reader is gone.
+                // On an error above, the reader's next send fails and it stops.
                 drop(rx);
                 let read = reader
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                if let Err(panic) = indexer.join() {
-                    std::panic::resume_unwind(panic);
-                }
                 applied.and(read)
             })?
         };
@@ -639,13 +617,12 @@ const REPLAY_QUEUE: usize = 8;
 /// How many records ahead of the one being applied the applying thread asks for.
 const PREFETCH_RECORDS: usize = 8;
 
-/// A message from the replay's reader thread: to the store being opened (records), or to the
-/// thread that keeps the dead-byte index (key hashes and slots).
-enum Replayed<T> {
-    /// About this many items will follow (see [`Replay::reserve`]).
+/// A message from the replay's reader thread to the store being opened.
+enum Replayed {
+    /// About this many records will follow (see [`Replay::reserve`]).
     Reserve(usize),
-    /// The next items, in log order.
-    Items(Vec<T>),
+    /// The next records, in log order.
+    Items(Vec<Record>),
 }
 
 /// A key's hash and its new slot in the [`LiveIndex`] (`None`: the key is dead).
@@ -653,34 +630,25 @@ type IndexUpdate = (u64, Option<Slot>);
 
 /// The reader's ends of the replay's channels: batches out, emptied batches back.
 struct ReplayChannels {
-    records: SyncSender<Replayed<Record>>,
-    updates: SyncSender<Replayed<IndexUpdate>>,
-    spent_records: Receiver<Vec<Record>>,
-    spent_updates: Receiver<Vec<IndexUpdate>>,
+    records: SyncSender<Replayed>,
+    spent: Receiver<Vec<Record>>,
 }
 
 impl ReplayChannels {
-    /// Sends a size hint to both; false if either side stopped listening.
+    /// Sends a size hint; false if the store stopped listening.
     fn reserve(&self, hint: usize) -> bool {
         self.records.send(Replayed::Reserve(hint)).is_ok()
-            && self.updates.send(Replayed::Reserve(hint)).is_ok()
     }
 
-    /// Sends the full batches on and gives back empty ones (a returned batch when there is
-    /// one); false if either side stopped listening.
-    fn send(&self, records: &mut Vec<Record>, updates: &mut Vec<IndexUpdate>) -> bool {
-        let next_records = self
-            .spent_records
+    /// Sends the full batch on and leaves an empty one in its place (a returned batch when
+    /// there is one); false if the store stopped listening.
+    fn send(&self, records: &mut Vec<Record>) -> bool {
+        let next = self
+            .spent
             .try_recv()
             .unwrap_or_else(|_| Vec::with_capacity(REPLAY_BATCH));
-        let next_updates = self
-            .spent_updates
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(REPLAY_BATCH));
-        let records = std::mem::replace(records, next_records);
-        let updates = std::mem::replace(updates, next_updates);
+        let records = std::mem::replace(records, next);
         self.records.send(Replayed::Items(records)).is_ok()
-            && self.updates.send(Replayed::Items(updates)).is_ok()
     }
 }
 
@@ -695,15 +663,16 @@ struct ReadSegments {
 }
 
 /// The reader's part of [`FileLog::load`]: reads each segment once (through windows of
-/// [`READ_WINDOW`]), checks and decodes its records and keeps the open's counters. It sends the
-/// records on to the store and each key's new dead-byte slot to the index thread, in batches,
-/// after a size hint taken from the first segment.
+/// [`READ_WINDOW`]), checks and decodes its records, keeps the open's counters and the
+/// dead-byte `index`, and sends the records on to the store in batches, after a size hint taken
+/// from the first segment.
 fn read_segments(
     dir: &Path,
     ids: &[u64],
     policy: CorruptPolicy,
     now: u64,
     stats: &mut DiskStats,
+    index: &mut LiveIndex,
     channels: &ReplayChannels,
 ) -> Result<ReadSegments> {
     let mut read = ReadSegments::default();
@@ -727,7 +696,9 @@ fn read_segments(
                 .take(READ_WINDOW as u64)
                 .read_to_end(&mut sample)?;
             file.seek(SeekFrom::Start(0))?;
-            if !channels.reserve(estimate_records(&sample, total)) {
+            let hint = estimate_records(&sample, total);
+            index.reserve(hint);
+            if !channels.reserve(hint) {
                 return Ok(read);
             }
         }
@@ -741,9 +712,13 @@ fn read_segments(
             slots.push((LiveIndex::hash(&record), LiveIndex::slot(&record, len, now)));
             stats.records_replayed += 1;
             batch.push(record);
-            if batch.len() == REPLAY_BATCH && !channels.send(&mut batch, &mut slots) {
-                stopped = true;
-                return Err(Error::Closed);
+            if batch.len() == REPLAY_BATCH {
+                index.set_many(&slots);
+                slots.clear();
+                if !channels.send(&mut batch) {
+                    stopped = true;
+                    return Err(Error::Closed);
+                }
             }
             Ok(())
         });
@@ -781,9 +756,10 @@ fn read_segments(
         };
         read.segments.push((id, info));
     }
+    index.set_many(&slots);
     if !batch.is_empty() {
         // A failed send means the store already stopped with an error of its own.
-        let _ = channels.send(&mut batch, &mut slots);
+        let _ = channels.send(&mut batch);
     }
     Ok(read)
 }
@@ -814,9 +790,10 @@ const SHARE_VALUES_FROM: usize = 1024;
 /// visited. Either way `visit` sees exactly what `scan_segment` over the whole file would show
 /// it.
 ///
-/// Each window is a fresh allocation. An uncompressed value of at least [`SHARE_VALUES_FROM`]
-/// bytes is a slice of its window ([`decode_frame_shared`]), not a copy; a shorter one is
-/// copied. See [`SHARE_VALUES_FROM`] for why, and for what a slice keeps alive.
+/// An uncompressed value of at least [`SHARE_VALUES_FROM`] bytes is a slice of its window
+/// ([`decode_frame_shared`]), not a copy; a shorter one is copied. See [`SHARE_VALUES_FROM`] for
+/// why, and for what a slice keeps alive. A window no value was sliced from is reused for the
+/// next one; a window a value holds is left to it, and the next one is a fresh allocation.
 fn scan_file(
     file: &mut File,
     id: u64,
@@ -832,6 +809,7 @@ fn scan_file(
     let (mut base, mut pos) = (0u64, SEGMENT_HEADER_LEN);
     let mut delivered = 0u64;
     let mut frame = Vec::new();
+    let mut spare: Option<Vec<u8>> = None;
     let header = parse_segment_header(&window).ok().filter(|h| h.id == id);
     if let Some(header) = header {
         loop {
@@ -864,10 +842,15 @@ fn scan_file(
                     let left = file_len.saturating_sub(base + tail.len() as u64);
                     let want = frame_len.saturating_sub(tail.len()).max(READ_WINDOW);
                     let want = want.min(usize::try_from(left).unwrap_or(want));
-                    let mut next = Vec::with_capacity(tail.len().saturating_add(want));
+                    let mut next = spare.take().unwrap_or_default();
+                    next.clear();
+                    next.reserve(tail.len().saturating_add(want));
                     next.extend_from_slice(tail);
                     eof = fill(file, &mut next, want)?;
-                    window = Bytes::from(next);
+                    // A window no value was sliced from is read into again next time (fresh
+                    // pages cost more than the read); one a value still holds stays its own.
+                    let done = std::mem::replace(&mut window, Bytes::from(next));
+                    spare = done.try_into_mut().ok().map(Vec::from);
                 }
                 Err(DecodeError::Incomplete) if pos == window.len() => {
                     return Ok(SegmentScan {
@@ -1091,6 +1074,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn values_kept_from_a_window_are_unchanged_after_later_windows_are_read() {
+        // Runs of short values (copied: their windows are read into again) between long ones
+        // (slices: their windows must never be read into again).
+        let records: Vec<Record> = (0..400u32)
+            .map(|i| {
+                let len = if i % 10 == 9 {
+                    SHARE_VALUES_FROM + 1
+                } else {
+                    40
+                };
+                Record::Put(crate::core::PutRecord {
+                    namespace: String::new(),
+                    key: format!("k{i}"),
+                    value: (0..len)
+                        .map(|j| (i as usize + j) as u8)
+                        .collect::<Vec<u8>>()
+                        .into(),
+                    kind: crate::Kind::Bytes,
+                    created_at: 1,
+                    updated_at: 1,
+                    expires_at: None,
+                    tags: vec![],
+                    compressed: false,
+                })
+            })
+            .collect();
+        let mut bytes = encode_segment_header(7, 99).to_vec();
+        for record in &records {
+            let offset = bytes.len() as u64;
+            encode_frame(
+                core::slice::from_ref(record),
+                99,
+                offset,
+                &mut bytes,
+                &mut Vec::new(),
+            );
+        }
+        assert!(bytes.len() > 20 * READ_WINDOW);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        fs::write(&path, &bytes).unwrap();
+        let mut got = Vec::new();
+        let mut file = File::open(&path).unwrap();
+        scan_file(&mut file, 7, true, CorruptPolicy::Fail, &mut |r, _| {
+            got.push(r);
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            got == records,
+            "a value changed after its window was passed"
+        );
     }
 
     #[test]
