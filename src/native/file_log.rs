@@ -893,7 +893,7 @@ fn scan_file(
 /// Freeing a buffer of several MiB earlier would make glibc's allocator raise its threshold for
 /// serving allocations with `mmap` past that size, and the store's tables of a few MiB each,
 /// allocated while the replay is applied, would then come from the heap, where growing one
-/// means copying it (measured: 10,000 more page faults at 1M keys).
+/// means copying it (measured at 1M keys: 83,400 page faults instead of 69,500).
 #[derive(Default)]
 struct BufferPool {
     free: Vec<Vec<u8>>,
