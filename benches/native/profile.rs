@@ -86,6 +86,8 @@ pub fn run(which: &str) {
             store.close().expect("close");
         }
         "profile_reopen" => {
+            // The store this run wrote, if it wrote one: removed at the end.
+            let mut written = None;
             let dir = match std::env::var("REOPEN_DIR") {
                 Ok(dir) => std::path::PathBuf::from(dir),
                 Err(_) => {
@@ -104,6 +106,7 @@ pub fn run(which: &str) {
                         .flatten()
                         .next()
                         .expect("the kept store");
+                    written = Some(root);
                     kept.path()
                 }
             };
@@ -115,6 +118,9 @@ pub fn run(which: &str) {
                 t.elapsed()
             );
             store.close().expect("close");
+            if let Some(root) = written {
+                let _ = std::fs::remove_dir_all(root);
+            }
         }
         "profile_compare" => {
             // A/B timing for engine work: alternating rounds of get hits, tidekv vs the floor.
