@@ -1,6 +1,14 @@
-//! Plain loops for a profiler (`valgrind --tool=callgrind`), outside criterion: set
-//! `TIDEKV_BENCH_GROUPS=profile_get` (or `profile_set`, `profile_set_ttl`, `profile_persist`) and
-//! run the bench binary under the profiler. Records nothing.
+//! Plain loops for a profiler (`valgrind --tool=callgrind`, `perf record -g`), outside
+//! criterion: set `TIDEKV_BENCH_GROUPS=profile_get` (or `profile_set`, `profile_set_ttl`,
+//! `profile_persist`, `profile_reopen`) and run the bench binary under the profiler. Records
+//! nothing.
+//!
+//! - `profile_persist`: 1M sets of 100-byte values into a file store, a flush, then (unless
+//!   `PERSIST_ONLY=1`) a reopen in the same process. `KEEP_DIR=path` keeps the store,
+//!   `DURABILITY=buffered` skips the fsyncs, `BUFFER_MB=n` sets the write buffer.
+//! - `profile_reopen`: one open of the store in `REOPEN_DIR` (a directory `profile_persist`
+//!   kept), the way the reopen bench's child process opens it; without `REOPEN_DIR` it first
+//!   writes one in a child process of its own (filter the profile by this process's pid).
 
 use std::hint::black_box;
 
@@ -63,15 +71,56 @@ pub fn run(which: &str) {
             let t = std::time::Instant::now();
             let store = tidekv::Store::open(dir.path(), options).expect("open");
             for k in &keys {
-                store.set(k, data.value.clone()).expect("set");
+                // A copy per set, as the persist bench does.
+                store.set(k, &data.value[..]).expect("set");
             }
             store.flush().expect("flush");
             eprintln!("write of {OPS} records: {:?}", t.elapsed());
             store.close().expect("close");
+            if std::env::var("PERSIST_ONLY").is_ok_and(|v| v == "1") {
+                return;
+            }
             let t = std::time::Instant::now();
             let store = tidekv::Store::open(dir.path(), tidekv::Options::default()).expect("open");
             eprintln!("reopen of {OPS} records: {:?}", t.elapsed());
             store.close().expect("close");
+        }
+        "profile_reopen" => {
+            // The store this run wrote, if it wrote one: removed at the end.
+            let mut written = None;
+            let dir = match std::env::var("REOPEN_DIR") {
+                Ok(dir) => std::path::PathBuf::from(dir),
+                Err(_) => {
+                    let root = std::env::temp_dir()
+                        .join(format!("tidekv-profile-reopen-{}", std::process::id()));
+                    let status =
+                        std::process::Command::new(std::env::current_exe().expect("current_exe"))
+                            .env("TIDEKV_BENCH_GROUPS", "profile_persist")
+                            .env("PERSIST_ONLY", "1")
+                            .env("KEEP_DIR", &root)
+                            .status()
+                            .expect("spawn the writer");
+                    assert!(status.success(), "the writer failed");
+                    let kept = std::fs::read_dir(&root)
+                        .expect("KEEP_DIR")
+                        .flatten()
+                        .next()
+                        .expect("the kept store");
+                    written = Some(root);
+                    kept.path()
+                }
+            };
+            let t = std::time::Instant::now();
+            let store = tidekv::Store::open(&dir, tidekv::Options::default()).expect("open");
+            eprintln!(
+                "reopen of {} records: {:?}",
+                store.stats().keys,
+                t.elapsed()
+            );
+            store.close().expect("close");
+            if let Some(root) = written {
+                let _ = std::fs::remove_dir_all(root);
+            }
         }
         "profile_compare" => {
             // A/B timing for engine work: alternating rounds of get hits, tidekv vs the floor.

@@ -26,7 +26,7 @@ use arbitrary::{Arbitrary, Result as AResult, Unstructured};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use tidekv::core::log::{
-    decode_frame, encode_frame, encode_segment_header, scan_segment, CorruptPolicy, SegmentScan,
+    decode_frame, decode_frame_shared, encode_frame, encode_segment_header, scan_segment, CorruptPolicy, SegmentScan,
     FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use tidekv::core::record::{PutRecord, Record};
@@ -144,6 +144,27 @@ fn raw(mode: u8, rest: &[u8]) {
         for policy in POLICIES {
             let _ = scan(&bytes, id, is_last, policy);
         }
+    }
+    if bytes.len() >= SEGMENT_HEADER_LEN {
+        let salt = u64::from_le_bytes(bytes[20..28].try_into().unwrap());
+        shared_agrees(&bytes, SEGMENT_HEADER_LEN, salt, mode as usize);
+    }
+}
+
+/// The decoder a native replay uses (values sliced from the read window from `shared_from`
+/// bytes on) gives exactly what the copying one gives, whatever the bytes.
+fn shared_agrees(bytes: &[u8], at: usize, salt: u64, shared_from: usize) {
+    let copied = decode_frame(&bytes[at..], salt, at as u64);
+    let window = Bytes::copy_from_slice(bytes);
+    let mut out = Vec::new();
+    let shared = decode_frame_shared(&window, at, salt, at as u64, shared_from, &mut out);
+    match (copied, shared) {
+        (Ok(frame), Ok(len)) => assert_eq!((frame.len, frame.records), (len, out)),
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b);
+            assert!(out.is_empty(), "a failed shared decode left records behind");
+        }
+        (a, b) => panic!("copying decode {a:?}, shared decode {b:?}"),
     }
 }
 
@@ -302,6 +323,7 @@ fn built(u: &mut Unstructured<'_>, salt: u64) -> AResult<()> {
         // What the frame holds as a reader sees it: `compressed` is only a request, dropped
         // when the LZ4 block would not be smaller.
         let frame = decode_frame(&segment[at..], salt, at as u64).expect("a frame just written");
+        shared_agrees(&segment, at, salt, len % 257);
         assert_eq!(frame.len, len);
         assert_eq!(frame.records.len(), records.len());
         for ((got, got_len), (want, want_len)) in

@@ -36,6 +36,7 @@
 //! refused with an error that names both versions; it is never read.
 
 use alloc::{format, string::String, vec::Vec};
+use bytes::Bytes;
 
 use super::crc::{crc32, Crc32};
 use super::record::{DecodeError, Record};
@@ -359,6 +360,46 @@ pub fn decode_frame(
     salt: u64,
     offset: u64,
 ) -> core::result::Result<Frame, DecodeError> {
+    let mut records = Vec::new();
+    let len = decode_frame_with(buf, salt, offset, &mut records, Bytes::copy_from_slice)?;
+    Ok(Frame { records, len })
+}
+
+/// [`decode_frame`] for a reader that keeps what it read: decodes the frame at `window[at..]`
+/// (which sits at `offset` of the segment with `salt`) into `out` — cleared first, left empty
+/// on an error — and returns the frame's length. An uncompressed value of at least `shared_from`
+/// bytes is not copied: it is a [`Bytes::slice_ref`] of `window`, so it keeps the whole
+/// window's allocation alive for as long as the value lives (a reader bounds that by reading
+/// in windows of a bounded size). Shorter values are copied. Reusing `out` saves one
+/// allocation per frame. Same checks and errors as [`decode_frame`].
+pub fn decode_frame_shared(
+    window: &Bytes,
+    at: usize,
+    salt: u64,
+    offset: u64,
+    shared_from: usize,
+    out: &mut Vec<(Record, usize)>,
+) -> core::result::Result<usize, DecodeError> {
+    let buf = window.get(at..).unwrap_or_default();
+    decode_frame_with(buf, salt, offset, out, |stored| {
+        if stored.len() >= shared_from {
+            window.slice_ref(stored)
+        } else {
+            Bytes::copy_from_slice(stored)
+        }
+    })
+}
+
+/// The one frame decoder: `value` turns a stored (uncompressed) value, a slice of `buf`, into
+/// the record's value.
+fn decode_frame_with(
+    buf: &[u8],
+    salt: u64,
+    offset: u64,
+    out: &mut Vec<(Record, usize)>,
+    mut value: impl FnMut(&[u8]) -> Bytes,
+) -> core::result::Result<usize, DecodeError> {
+    out.clear();
     if buf.len() < FRAME_HEADER_LEN {
         return Err(DecodeError::Incomplete);
     }
@@ -390,33 +431,37 @@ pub fn decode_frame(
             "record count runs past the end of the frame",
         ));
     }
-    let mut records = Vec::with_capacity(count);
+    out.reserve(count);
     let mut pos = 0;
-    for _ in 0..count {
-        let len = match body.get(pos..pos + 4) {
-            Some(b) => u32_at(b, 0) as usize,
-            None => {
+    let decoded = (|| {
+        for _ in 0..count {
+            let len = match body.get(pos..pos + 4) {
+                Some(b) => u32_at(b, 0) as usize,
+                None => {
+                    return Err(DecodeError::Corrupt(
+                        "record runs past the end of the frame",
+                    ))
+                }
+            };
+            let Some(record_body) = body.get(pos + 4..pos + 4 + len) else {
                 return Err(DecodeError::Corrupt(
                     "record runs past the end of the frame",
-                ))
-            }
-        };
-        let Some(record_body) = body.get(pos + 4..pos + 4 + len) else {
-            return Err(DecodeError::Corrupt(
-                "record runs past the end of the frame",
-            ));
-        };
-        let header = if pos == 0 { FRAME_HEADER_LEN } else { 0 };
-        records.push((Record::decode_body(record_body)?, header + 4 + len));
-        pos += 4 + len;
+                ));
+            };
+            let header = if pos == 0 { FRAME_HEADER_LEN } else { 0 };
+            let record = Record::decode_body_with(record_body, &mut value)?;
+            out.push((record, header + 4 + len));
+            pos += 4 + len;
+        }
+        if pos != body.len() {
+            return Err(DecodeError::Corrupt("trailing bytes in frame"));
+        }
+        Ok(total)
+    })();
+    if decoded.is_err() {
+        out.clear();
     }
-    if pos != body.len() {
-        return Err(DecodeError::Corrupt("trailing bytes in frame"));
-    }
-    Ok(Frame {
-        records,
-        len: total,
-    })
+    decoded
 }
 
 /// How [`scan_segment`] treats a record that fails its checks *before* the end of the data
@@ -899,6 +944,52 @@ mod tests {
             let (seen, _) = keys(&bad, true, CorruptPolicy::Skip).unwrap();
             assert_eq!(seen, ["x"], "flip at {at}");
         }
+    }
+
+    #[test]
+    fn a_shared_decode_slices_long_values_copies_short_ones_and_agrees_with_a_copying_one() {
+        let long = "L".repeat(300);
+        let mut compressed = put("z", &"zz".repeat(400));
+        if let Record::Put(p) = &mut compressed {
+            p.compressed = true;
+        }
+        let batch = [
+            put("short", "s"),
+            put("long", &long),
+            compressed,
+            Record::Delete {
+                namespace: String::new(),
+                key: "gone".to_string(),
+            },
+        ];
+        let seg = segment_of_batches(7, &[&batch]);
+        let window = Bytes::from(seg.clone());
+        let at = SEGMENT_HEADER_LEN;
+        let mut out = vec![(put("stale", "x"), 1)];
+        let len = decode_frame_shared(&window, at, SALT, at as u64, 100, &mut out).unwrap();
+        let copied = decode_frame(&seg[at..], SALT, at as u64).unwrap();
+        assert_eq!((len, &out), (copied.len, &copied.records));
+        let inside = |v: &Bytes| window.as_ptr_range().contains(&v.as_ptr());
+        let values: Vec<&Bytes> = out
+            .iter()
+            .filter_map(|(r, _)| match r {
+                Record::Put(p) => Some(&p.value),
+                Record::Delete { .. } => None,
+            })
+            .collect();
+        assert!(!inside(values[0]), "a short value is copied");
+        assert!(inside(values[1]), "a long value is a slice of the window");
+        assert!(!inside(values[2]), "a compressed value is decompressed");
+        // A kept value outlives the window it was read in, unchanged.
+        drop(window);
+        assert_eq!(values[1].as_ref(), long.as_bytes());
+        // A bad frame leaves nothing behind in `out`.
+        let mut bad = seg.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let bad = Bytes::from(bad);
+        assert!(decode_frame_shared(&bad, at, SALT, at as u64, 100, &mut out).is_err());
+        assert!(out.is_empty());
     }
 
     #[test]

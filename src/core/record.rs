@@ -187,7 +187,17 @@ impl Record {
     /// Decodes a record body written by [`encode_body`](Record::encode_body). The body must be
     /// exactly one record: trailing bytes are corruption.
     pub fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
-        decode_body(body)
+        decode_body(body, &mut Bytes::copy_from_slice)
+    }
+
+    /// [`decode_body`](Record::decode_body), with `value` turning the stored bytes of an
+    /// uncompressed value (a slice of `body`) into the record's value: a reader that holds its
+    /// buffer as [`Bytes`] passes `|v| buffer.slice_ref(v)` and copies nothing.
+    pub(crate) fn decode_body_with(
+        body: &[u8],
+        value: &mut dyn FnMut(&[u8]) -> Bytes,
+    ) -> Result<Record, DecodeError> {
+        decode_body(body, value)
     }
 
     /// Decodes the frame at the start of `buf`, returning the record and the bytes it used.
@@ -211,7 +221,7 @@ impl Record {
         if crc32(body) != crc {
             return Err(DecodeError::Corrupt("record CRC mismatch"));
         }
-        let record = decode_body(body)?;
+        let record = decode_body(body, &mut Bytes::copy_from_slice)?;
         Ok((record, total))
     }
 }
@@ -313,7 +323,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
+fn decode_body(body: &[u8], value: &mut dyn FnMut(&[u8]) -> Bytes) -> Result<Record, DecodeError> {
     let mut r = Reader { buf: body };
     if r.u8()? != VERSION {
         return Err(DecodeError::Corrupt("unknown record version"));
@@ -365,7 +375,7 @@ fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
                 if stored_len != value_len {
                     return Err(DecodeError::Corrupt("value length mismatch"));
                 }
-                Bytes::copy_from_slice(stored)
+                value(stored)
             };
             Record::Put(PutRecord {
                 namespace,
