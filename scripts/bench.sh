@@ -8,7 +8,9 @@
 #   --out FILE  where to write the report (default: BENCHMARKS.md, or the quick path above).
 # The raw results (JSON, criterion estimates) stay in $CARGO_TARGET_DIR/bench-{full,quick}/, with
 # the CPU profiles the report shows (scripts/profile.sh: perf on the native bench binary's
-# profile_* loops; bench/node/profile.mjs: V8's profiler on the npm package's Node.js build).
+# profile_* loops; bench/node/profile.mjs: V8's profiler on the npm package's Node.js build;
+# bench/browser/profile.mjs: Chromium's DevTools profiler on its IndexedDB flush and open) and
+# what the browser build's wasm is made of (scripts/wasm_size.py).
 # A benchmark, not a test: nothing here fails on a slow figure, only on a bench that breaks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -107,6 +109,15 @@ fi
 if [ -f pkg/package.json ]; then
   step "package size"
   python3 scripts/bench_report.py --package-size pkg > "$run_dir/package.json"
+  # What the browser build's wasm is made of: the copy with its names kept that
+  # scripts/build-npm.sh writes next to the package (a --quick run may reuse an older one).
+  if [ -f "$target_dir/wasm-size/web.wasm" ]; then
+    python3 scripts/wasm_size.py "$target_dir/wasm-size/web.wasm" --markdown > "$run_dir/wasm-size.md" \
+      || { rm -f "$run_dir/wasm-size.md"; broken+=("wasm size breakdown")
+           missing+=("what the browser build's wasm is made of (scripts/wasm_size.py): failed in this run (see the output of scripts/bench.sh)"); }
+  else
+    missing+=("what the browser build's wasm is made of (scripts/wasm_size.py): no ${target_dir#"$ROOT"/}/wasm-size/web.wasm (scripts/build-npm.sh writes it)")
+  fi
 
   step "JS bench dependencies (npm ci in bench/)"
   (cd bench && npm ci --no-audit --no-fund --loglevel=error)
@@ -127,6 +138,10 @@ if [ -f pkg/package.json ]; then
 
   step "browser bench (headless Chromium)"
   node bench/browser/run.mjs ${TIDEKV_BENCH_QUICK:+--quick} --out "$run_dir/browser.json"
+
+  step "browser CPU profile (bench/browser/profile.mjs)"
+  profile_step "browser CPU profile" node bench/browser/profile.mjs ${TIDEKV_BENCH_QUICK:+--quick} \
+    --out "$run_dir/browser-profile.json"
 else
   missing+=("Node.js and browser benches, npm package size: no pkg/ (scripts/build-npm.sh is not in this tree yet)")
 fi

@@ -12,6 +12,9 @@ Reads, from the run's output directory:
   package.json          the npm package's gzip sizes (optional)
   profiles.json         CPU profiles of the native bench binary's profile_* loops (scripts/profile.sh)
   node-profile.json     CPU profiles of the npm package's Node.js build (bench/node/profile.mjs)
+  browser-profile.json  CPU profiles of its browser build's IndexedDB flush and open in headless
+                        Chromium (bench/browser/profile.mjs)
+  wasm-size.md          what the browser build's wasm is made of (scripts/wasm_size.py --markdown)
 and benches/report_notes.md, the hand-written explanations merged under missed targets.
 
 Every number in the output comes from those files; nothing here is a measurement.
@@ -389,7 +392,40 @@ def package_size(pkg_dir):
 def load_profiles(run_dir):
     """The run's CPU profiles: [(source label, JSON or None)], native (perf) first."""
     return [("`scripts/profile.sh`", load_json(run_dir / "profiles.json", None)),
-            ("`bench/node/profile.mjs`", load_json(run_dir / "node-profile.json", None))]
+            ("`bench/node/profile.mjs`", load_json(run_dir / "node-profile.json", None)),
+            ("`bench/browser/profile.mjs`", load_json(run_dir / "browser-profile.json", None))]
+
+
+def wasm_size_markdown(path):
+    """scripts/wasm_size.py --markdown's output made part of the report: a blank line around each
+    table, and each row's first cell (a section, crate, module or function name) as code, since
+    Rust names hold `<...>` and `_`. None if the file is missing or empty."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    out, in_table, header, ncols = [], False, False, 0
+    for line in lines:
+        if line.startswith("|"):
+            if not in_table:
+                if out and out[-1]:
+                    out.append("")
+                in_table, ncols, header = True, line.count(" | ") + 1, True
+                out.append(line)
+                continue
+            if header or set(line) <= set("|- "):
+                header = False
+                out.append(line)
+                continue
+            first, *rest = line[2:-2].rsplit(" | ", ncols - 1)
+            out.append("| " + " | ".join([f"`{first}`"] + rest) + " |")
+        else:
+            if in_table and line:
+                out.append("")
+            in_table = False
+            out.append(line)
+    text = "\n".join(out).strip()
+    return text or None
 
 
 def profile_rows(profiles):
@@ -434,6 +470,17 @@ def profiles_section(profiles, out, missing):
                 + ("In a `--quick` run each loop runs once, so a short one holds few samples.\n"
                    if data.get("quick") else
                    "A short loop runs several times under one `perf record`, for about 1,000 samples.\n"))
+        elif label == "`bench/browser/profile.mjs`":
+            out.append(
+                f"**Browser**, from {label} (headless Chromium {data.get('chromium_version', '?')}): a "
+                "Chromium DevTools CPU profile of the npm package's browser build over IndexedDB; "
+                f"{data.get('note', '')}. `(idle)` is the main thread waiting on IndexedDB "
+                "(its backend works outside the page's thread, which the profile does not sample), "
+                "`(program)` native browser work outside JS (value serialisation and deserialisation "
+                "among it); `put`/`getAll` (browser built-ins) are IndexedDB's own calls, `wasm` rows "
+                "are tidekv's wasm and `tidekv.js` rows its minified JS glue. The wall time is the "
+                "operation's alone; the samples also cover the page round trip and the store's close "
+                "around it.\n")
         else:
             out.append(f"**Node.js**, from {label} (Node.js {data.get('node_version', '?')}): "
                        f"{data.get('note', '')}.\n")
@@ -752,13 +799,28 @@ def main():
         out.append(table(["workload", "client", "ops/s", "÷ the plain client, one command per call"], rows) + "\n")
 
     pkg = run["package"]
-    if pkg:
+    wasm_size = wasm_size_markdown(run_dir / "wasm-size.md")
+    if pkg or wasm_size:
         out.append("## npm package size\n")
+    if pkg:
         rows = [[f, f"{b / 1024:.1f} KB", f"{g / 1024:.1f} KB"] for f, b, g in pkg.get("files", [])]
         rows.append([f"**wasm + JS glue of {pkg['build']} (the target)**", f"{pkg['raw_total'] / 1024:.1f} KB",
                      f"**{pkg['gzip_total'] / 1024:.1f} KB**"])
         out.append("Each file compressed on its own with gzip -9; the target figure sums the browser build's files.\n")
         out.append(table(["file", "size", "gzip -9"], rows) + "\n")
+    if wasm_size:
+        out.append("### What the browser build's wasm is made of (`scripts/wasm_size.py`)\n")
+        out.append(
+            "From `scripts/wasm_size.py --markdown` on `target/wasm-size/web.wasm`, which "
+            "`scripts/build-npm.sh` writes: the browser build optimised like the shipped "
+            "`pkg/web/tidekv_bg.wasm` but with its function names kept (the first line gives both "
+            "files' sizes). Bytes of the uncompressed wasm; a group's \"gzip\" is its function "
+            "bodies gzipped on their own, a guide to what it adds to the download (gzip of parts "
+            "does not sum to the whole). `js_sys::futures::future_to_promise` closures are the "
+            "bodies of tidekv's async methods (`Store.open`, `flush`, ...) inlined into the promise "
+            "glue; `export ...` modules are wasm-bindgen's shims of exported methods, with the "
+            "method inlined.\n")
+        out.append(wasm_size + "\n")
 
     missing = [m_ for m_ in machine.get("missing", [])]
     profile_out = []
