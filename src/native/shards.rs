@@ -21,7 +21,7 @@ use crate::Result;
 
 /// Shards of a store with no memory cap: enough that two threads rarely meet on one, few
 /// enough that the shards' fixed costs (and a flush's walk over them) stay small.
-pub(crate) const SHARDS: usize = 16;
+pub(crate) const SHARDS: usize = 64;
 
 /// One shard, on a cache line pair of its own, so two threads locking neighbouring shards
 /// do not fight over one line.
@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn keys_spread_over_every_shard_about_evenly() {
         let mut counts = [0usize; SHARDS];
-        for i in 0..16_000 {
+        for i in 0..1_000 * SHARDS {
             counts[shard_hash(0, &format!("key:{i:08}")) as usize % SHARDS] += 1;
         }
         for c in counts {
