@@ -76,14 +76,39 @@ impl Ord for dyn DueKey + '_ {
 }
 
 /// The ordered (deadline, namespace, key) index.
-#[derive(Default)]
 pub(crate) struct DeadlineIndex {
     set: BTreeSet<Due>,
+    /// No entry's deadline is earlier than this (`u64::MAX`: none): lowered by every insert,
+    /// made exact by [`refresh`](DeadlineIndex::refresh). Reading it is one field, where the
+    /// earliest entry is a walk down the tree.
+    bound: u64,
+}
+
+impl Default for DeadlineIndex {
+    fn default() -> Self {
+        DeadlineIndex {
+            set: BTreeSet::new(),
+            bound: u64::MAX,
+        }
+    }
 }
 
 impl DeadlineIndex {
     pub fn insert(&mut self, deadline: u64, ns: NsId, key: &str) {
+        self.bound = self.bound.min(deadline);
         self.set.insert(Due(deadline, tie(key), ns, key.into()));
+    }
+
+    /// A lower bound of every deadline in the index (`u64::MAX` when it is surely empty).
+    pub fn bound(&self) -> u64 {
+        self.bound
+    }
+
+    /// Makes [`bound`](DeadlineIndex::bound) the earliest deadline again, and returns it.
+    pub fn refresh(&mut self) -> Option<u64> {
+        let next = self.next_deadline();
+        self.bound = next.unwrap_or(u64::MAX);
+        next
     }
 
     pub fn remove(&mut self, deadline: u64, ns: NsId, key: &str) {

@@ -13,7 +13,7 @@
 //! Locks are always taken in shard order, and a thread holding one shard's lock never asks for
 //! another's, so there is no deadlock.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::core::{Config, Engine, NsId};
@@ -31,6 +31,9 @@ struct Shard {
     /// The engine's pending bytes as of its last call, readable without its lock: next to the
     /// lock, so publishing it costs no extra cache line.
     pending: AtomicUsize,
+    /// The engine's [`due_bound`](Engine::due_bound) as of its last call: a sweep passes a
+    /// shard whose bound is ahead without locking it. 0 until the first call publishes it.
+    due: AtomicU64,
 }
 
 /// The shards of one store, and whether it was closed.
@@ -55,6 +58,7 @@ impl Shards {
                 Engine::new(config.clone()).map(|e| Shard {
                     engine: Mutex::new(e),
                     pending: AtomicUsize::new(0),
+                    due: AtomicU64::new(0),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -110,6 +114,20 @@ impl Shards {
             .iter()
             .map(|s| s.pending.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Publishes shard `i`'s due bound (call under its lock, after a call).
+    pub fn publish_due(&self, i: usize, bound: u64) {
+        let due = &self.shards[i].due;
+        // Its own cache line, already held: a load and, rarely, a store.
+        if due.load(Ordering::Relaxed) != bound {
+            due.store(bound, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether shard `i` may hold a key due at `now` (by its last published bound).
+    pub fn may_be_due(&self, i: usize, now: u64) -> bool {
+        self.shards[i].due.load(Ordering::Relaxed) <= now
     }
 
     /// Whether the store was closed (see the field).

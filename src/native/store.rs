@@ -236,6 +236,7 @@ impl Shared {
             let result = f(&mut engine, now);
             let changes = self.take_changes(&mut engine);
             let full = self.shard_full(shard, &engine);
+            self.shards.publish_due(shard, engine.due_bound());
             (result, changes, full || engine.flush_due(now), full)
         };
         self.after_call(changes, flush_due, full);
@@ -263,6 +264,7 @@ impl Shared {
             let result = f(&mut engine, &mut now);
             let changes = self.take_changes(&mut engine);
             let full = self.shard_full(shard, &engine);
+            self.shards.publish_due(shard, engine.due_bound());
             (
                 result,
                 changes,
@@ -294,6 +296,7 @@ impl Shared {
                 changes.extend(self.take_changes(engine));
                 due |= engine.flush_due(now);
                 full |= self.shard_full(i, engine);
+                self.shards.publish_due(i, engine.due_bound());
             }
             due |= full;
             (result, changes, due, full)
@@ -303,11 +306,19 @@ impl Shared {
     }
 
     /// Runs `f` on each shard's engine in turn, one lock at a time, with one reading of the
-    /// clock: for work that is per key anyway (sweeps).
-    fn with_each(self: &Arc<Self>, mut f: impl FnMut(&mut Engine, u64)) -> Result<()> {
+    /// clock: for work that is per key anyway (sweeps). With `only_due`, a shard whose
+    /// published due bound is after the clock's reading is passed without taking its lock.
+    fn with_each(
+        self: &Arc<Self>,
+        only_due: bool,
+        mut f: impl FnMut(&mut Engine, u64),
+    ) -> Result<()> {
         let now = self.now();
         let (mut changes, mut flush_due, mut full) = (Vec::new(), false, false);
         for i in 0..self.shards.count() {
+            if only_due && !self.shards.may_be_due(i, now) {
+                continue;
+            }
             let mut engine = self.shards.lock(i);
             if self.shards.is_closed() {
                 return Err(Error::Closed);
@@ -316,6 +327,7 @@ impl Shared {
             changes.extend(self.take_changes(&mut engine));
             flush_due |= engine.flush_due(now);
             full |= self.shard_full(i, &engine);
+            self.shards.publish_due(i, engine.due_bound());
         }
         flush_due |= full;
         self.after_call(changes, flush_due, full);
@@ -451,6 +463,8 @@ impl Shared {
             // A write of this store's may have landed meanwhile: it is newer than the fetch.
             if !engine.is_local(ns, key) && !engine.contains(ns, key, now)? {
                 engine.load(record, now)?;
+                self.shards
+                    .publish_due(self.shards.index(ns, key), engine.due_bound());
             }
             return Ok(());
         }
@@ -527,6 +541,8 @@ impl Shared {
                         Some(Some(put @ Record::Put(_))) => {
                             // Read back after the invalidation: at least as new as the change.
                             let _ = engine.load(put.clone(), now);
+                            self.shards
+                                .publish_due(self.shards.index(ns, key), engine.due_bound());
                         }
                         _ => {
                             engine.forget(ns, key);
@@ -799,7 +815,7 @@ impl Shared {
         let sweep_due = now >= lock(&self.schedule).next_sweep;
         if sweep_due {
             let mut delay = u64::MAX;
-            let swept = self.with_each(|engine, now| {
+            let swept = self.with_each(false, |engine, now| {
                 let budget = engine.config().sweep_budget;
                 engine.sweep(now, budget);
                 delay = delay.min(engine.next_tick_ms(now));
@@ -1181,7 +1197,9 @@ impl Store {
         let mut at = None;
         loop {
             let mut more_due = false;
-            let swept = shared.with_each(|engine, now| {
+            // A shard with nothing due is passed without its lock: a tick with nothing due
+            // costs a look at each shard's published bound.
+            let swept = shared.with_each(true, |engine, now| {
                 let now = *at.get_or_insert(now);
                 let report = engine.sweep(now, engine.config().sweep_budget);
                 removed += report.expired;
@@ -1859,6 +1877,31 @@ mod tests {
         drop(guard);
         worker.join().unwrap();
         assert_eq!(got.unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn a_sweep_with_nothing_due_passes_every_shard_without_its_lock() {
+        let clock = super::super::ManualClock::new(1_000_000);
+        let store = Store::memory(Options::default().clock(clock.clone())).unwrap();
+        let soon = SetOptions::new().ttl(Duration::from_secs(10));
+        for i in 0..200 {
+            store.set_with(&format!("k{i}"), "v", soon.clone()).unwrap();
+        }
+        assert_eq!(store.sweep_expired(), 0); // every shard's bound is published now
+        let guard = store.shared().shards.lock(0);
+        let (done, swept) = mpsc::channel();
+        let other = store.clone();
+        let worker = thread::spawn(move || done.send(other.sweep_expired()).unwrap());
+        // Nothing is due, so the held lock is never asked for (it would hang: the bound only
+        // turns that hang into a failure).
+        let got = swept.recv_timeout(Duration::from_secs(30));
+        drop(guard);
+        worker.join().unwrap();
+        assert_eq!(got, Ok(0));
+        // Once keys are due, every shard holding one is swept.
+        clock.advance(Duration::from_secs(11));
+        assert_eq!(store.sweep_expired(), 200);
+        assert_eq!(store.len().unwrap(), 0);
     }
 
     #[test]
