@@ -225,6 +225,21 @@ def point_section(res, out):
                     row.append(f"{fmt_num(vt, 2)} M/s · {fmt_ratio(ratio(tt, vt))}" if vt else "–")
                 rows.append(row)
         out.append(table(header, rows) + "\n")
+    if res.has_group("point_1t") and res.has_group("point_2t"):
+        # How each store's own throughput grows from one thread to two on this machine: the
+        # thread-scaling targets ask tidekv for 1.6×, and the peers show what the machine gives.
+        out.append("### Scaling: each store's 2-thread throughput ÷ its own 1-thread throughput\n")
+        out.append("Above 1× the second thread added throughput. Two cores give about 2× at most; a "
+                   "figure above that means the 1-thread run met more interference than the 2-thread one.\n")
+        peers = [p for p in POINT_PEERS if p in res.peers("point_2t")]
+        rows = []
+        for op in POINT_OPS:
+            row = [op]
+            for p in peers:
+                one, two = res.get("point_1t", op, p), res.get("point_2t", op, p)
+                row.append(fmt_ratio(ratio(2 * one, two)) if one and two else "–")
+            rows.append(row)
+        out.append(table(["operation"] + [POINT_LABEL[p] for p in peers], rows) + "\n")
 
 
 def targets(res, run):
