@@ -995,6 +995,21 @@ mod tests {
         (root, dir)
     }
 
+    /// A Put of key `k<i>` in the default namespace holding `value`.
+    fn put(i: u32, value: Vec<u8>) -> Record {
+        Record::Put(crate::core::PutRecord {
+            namespace: String::new(),
+            key: format!("k{i}"),
+            value: value.into(),
+            kind: crate::Kind::Bytes,
+            created_at: 1,
+            updated_at: 1,
+            expires_at: None,
+            tags: vec![],
+            compressed: false,
+        })
+    }
+
     fn open_log(dir: &Path) -> FileLog {
         FileLog::open(dir, LogOptions::default(), Arc::new(SystemClock)).unwrap()
     }
@@ -1053,19 +1068,7 @@ mod tests {
     fn a_windowed_scan_matches_a_whole_file_scan_through_tears_and_bit_flips() {
         // Records from 5 bytes to several windows long, so frames straddle every boundary.
         let records: Vec<Record> = (0..60u32)
-            .map(|i| {
-                Record::Put(crate::core::PutRecord {
-                    namespace: String::new(),
-                    key: format!("k{i}"),
-                    value: vec![i as u8; [5, 300, 999, 2_500][i as usize % 4]].into(),
-                    kind: crate::Kind::Bytes,
-                    created_at: 1,
-                    updated_at: 1,
-                    expires_at: None,
-                    tags: vec![],
-                    compressed: false,
-                })
-            })
+            .map(|i| put(i, vec![i as u8; [5, 300, 999, 2_500][i as usize % 4]]))
             .collect();
         // Frames of 1 to 4 records, so frames straddle windows too.
         let mut clean = encode_segment_header(7, 99).to_vec();
@@ -1131,20 +1134,7 @@ mod tests {
                 } else {
                     40
                 };
-                Record::Put(crate::core::PutRecord {
-                    namespace: String::new(),
-                    key: format!("k{i}"),
-                    value: (0..len)
-                        .map(|j| (i as usize + j) as u8)
-                        .collect::<Vec<u8>>()
-                        .into(),
-                    kind: crate::Kind::Bytes,
-                    created_at: 1,
-                    updated_at: 1,
-                    expires_at: None,
-                    tags: vec![],
-                    compressed: false,
-                })
+                put(i, (0..len).map(|j| (i as usize + j) as u8).collect())
             })
             .collect();
         let mut bytes = encode_segment_header(7, 99).to_vec();
