@@ -18,16 +18,9 @@ use super::NsId;
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Due(u64, u32, NsId, Box<str>);
 
-/// The index's tie-break of `key`: FxHash-style word mixing of all of it.
+/// The index's tie-break of `key`.
 fn tie(key: &str) -> u32 {
-    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-    let mut h = key.len() as u64;
-    for chunk in key.as_bytes().chunks(8) {
-        let mut word = [0u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
-    }
-    (h >> 32) as u32
+    (super::word_hash(0, key.as_bytes()) >> 32) as u32
 }
 
 /// What the set is searched by: a `Due`, or a borrowed `(deadline, tie, namespace, &key)`, so

@@ -143,6 +143,20 @@ impl Config {
     }
 }
 
+/// FxHash-style mixing of `bytes`, 8 bytes at a time (the last word zero-padded, the length
+/// folded in), into `seed`: cheap and unkeyed, for spreading keys where a collision costs only
+/// speed — the native store's choice of shard, the deadline index's tie-break.
+pub(crate) fn word_hash(seed: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mut h = (seed ^ bytes.len() as u64).wrapping_mul(K);
+    for chunk in bytes.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+    }
+    h
+}
+
 /// Checks a key: UTF-8 (guaranteed by `&str`), 1..=[`MAX_KEY_LEN`] bytes.
 pub fn validate_key(key: &str) -> Result<()> {
     if key.is_empty() {

@@ -149,24 +149,11 @@ pub(crate) fn shard_of(count: usize, ns: NsId, key: &str) -> usize {
     shard_hash(ns, key) as usize & (count - 1)
 }
 
-/// A hash of (namespace, key) for picking a shard: FxHash-style word mixing, then a final
-/// avalanche so the low bits depend on every byte. Independent of the keyspace's own
-/// (randomly seeded) table hash, so a shard's keys do not crowd a few of its table slots.
+/// A hash of (namespace, key) for picking a shard: the engine's word mixing, then a final
+/// avalanche so the low bits depend on every byte. Independent of the keyspace's own (randomly
+/// seeded) table hash, so a shard's keys do not crowd a few of its table slots.
 fn shard_hash(ns: NsId, key: &str) -> u64 {
-    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-    let mut h = u64::from(ns).wrapping_mul(K);
-    let mut bytes = key.as_bytes();
-    while bytes.len() >= 8 {
-        let word = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        h = (h.rotate_left(5) ^ word).wrapping_mul(K);
-        bytes = &bytes[8..];
-    }
-    if !bytes.is_empty() {
-        let mut tail = [0u8; 8];
-        tail[..bytes.len()].copy_from_slice(bytes);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(tail) ^ (bytes.len() as u64) << 59)
-            .wrapping_mul(K);
-    }
+    let mut h = crate::core::word_hash(u64::from(ns), key.as_bytes());
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^ (h >> 33)
