@@ -283,14 +283,25 @@ impl Shared {
         self: &Arc<Self>,
         f: impl FnOnce(&mut [MutexGuard<'_, Engine>], u64) -> Result<R>,
     ) -> Result<R> {
+        self.with_all_ordered(|engines, now, _| f(engines, now))
+    }
+
+    /// [`with_all`](Shared::with_all) for a call that changes several shards and must report
+    /// its changes in its own order: `f` may move each engine's queued changes into the list
+    /// it is given ([`take_changes`](Shared::take_changes)) as it goes; what it leaves queued
+    /// follows, shard by shard.
+    fn with_all_ordered<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut [MutexGuard<'_, Engine>], u64, &mut Vec<Change>) -> Result<R>,
+    ) -> Result<R> {
         let now = self.now();
         let (result, changes, flush_due, full) = {
             let mut engines = self.shards.lock_all();
             if self.shards.is_closed() {
                 return Err(Error::Closed);
             }
-            let result = f(&mut engines, now);
             let mut changes = Vec::new();
+            let result = f(&mut engines, now, &mut changes);
             let (mut due, mut full) = (false, false);
             for (i, engine) in engines.iter_mut().enumerate() {
                 changes.extend(self.take_changes(engine));
@@ -1440,17 +1451,20 @@ impl Namespace {
         let mut parts: Vec<Vec<crate::core::BatchOp>> = vec![Vec::new(); shared.shards.count()];
         // Each part's ops' places in the whole batch, to report its first refused op.
         let mut places: Vec<Vec<usize>> = vec![Vec::new(); shared.shards.count()];
+        // Each op's (shard, position in its part), in batch order.
+        let mut order = Vec::with_capacity(ops.len());
         for (place, op) in ops.into_iter().enumerate() {
             let key = match &op {
                 crate::core::BatchOp::Set { key, .. } | crate::core::BatchOp::Delete { key } => key,
             };
             let shard = shared.shards.index(self.id, key);
+            order.push((shard, parts[shard].len()));
             parts[shard].push(op);
             places[shard].push(place);
         }
         // Under every lock: every part is checked before any is applied, so the batch is all
         // or nothing across shards, for readers and for the next flush alike.
-        shared.with_all(|engines, now| {
+        shared.with_all_ordered(|engines, now, changes| {
             engines[0].namespace_name(self.id)?;
             let refused = engines
                 .iter()
@@ -1464,9 +1478,13 @@ impl Namespace {
             if let Some((_, error)) = refused {
                 return Err(error);
             }
+            // Op by op in batch order (each was checked above), so change events come in the
+            // batch's order as on one engine.
             let mut deleted = 0;
-            for (engine, part) in engines.iter_mut().zip(&parts) {
-                deleted += engine.apply(self.id, part, now)?;
+            for (shard, at) in order {
+                let engine = &mut engines[shard];
+                deleted += engine.apply(self.id, std::slice::from_ref(&parts[shard][at]), now)?;
+                changes.extend(shared.take_changes(engine));
             }
             Ok(deleted)
         })
